@@ -1,0 +1,3 @@
+"""dashboards package of sparsearch."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""search package of sparsearch."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""workers package of sparsearch."""
+
+__all__: list[str] = []

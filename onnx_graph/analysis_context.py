@@ -1,0 +1,170 @@
+"""What an op rule sees and records while the analysis walks channel axes."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from onnx_graph.index_map import Identity, IndexMap
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChannelAxis:
+    """One axis of one value that carries channels: the unit the analysis couples."""
+
+    index: int
+    value_name: str
+    axis: int
+    size: int
+    base: int  # first global position id of this axis's channels
+    is_parameter: bool
+    fill: float | None = 0.0  # value written by zero_out (None: leave untouched)
+    frozen_reasons: list[str] = field(default_factory=list)
+    nodes: set[str] = field(default_factory=set)
+
+
+def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
+    """The value's shape with symbolic or unknown dimensions as None (None when rank unknown)."""
+    if value is None or value.shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The numpy contents of an initializer or constant value, or None."""
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value.numpy()
+
+
+class AnalysisContext:
+    """Records channel axes, their couplings and why some are frozen; drives the walk."""
+
+    def __init__(self, graph: ir.Graph) -> None:
+        self.graph = graph
+        self.axes: list[ChannelAxis] = []
+        self._axis_ids: dict[tuple[str, int], int] = {}
+        self._edges_source: list[np.ndarray] = []
+        self._edges_target: list[np.ndarray] = []
+        self._pending: deque[int] = deque()
+        self._total = 0
+        self.current_node: ir.Node | None = None
+
+    # ----- what rules call -------------------------------------------------------------------
+    def couple(
+        self,
+        a: ir.Value | None,
+        axis_a: int,
+        b: ir.Value | None,
+        axis_b: int,
+        mapping: IndexMap | None = None,
+    ) -> None:
+        """Say that channels of ``a[axis_a]`` and ``b[axis_b]`` must be removed together.
+
+        Without ``mapping`` the axes must have equal sizes (identity). An axis of size 1 on one side
+        is a broadcast and couples nothing. Missing optional inputs (None) are ignored.
+        """
+        if a is None or b is None:
+            return
+        size_a, size_b = self._axis_size(a, axis_a), self._axis_size(b, axis_b)
+        if size_a is None or size_b is None:
+            known = (a, axis_a) if size_a is not None else (b, axis_b)
+            if self._axis_size(*known) not in (None, 1):
+                self.freeze(known[0], known[1], f"is coupled to an axis of unknown size ({self._where()})")
+            return
+        if size_a <= 1 or size_b <= 1:
+            return
+        if mapping is None:
+            if size_a != size_b:
+                self.freeze(a, axis_a, f"size {size_a} coupled to size {size_b} ({self._where()})")
+                self.freeze(b, axis_b, f"size {size_b} coupled to size {size_a} ({self._where()})")
+                return
+            mapping = Identity(size_a)
+        id_a, id_b = self._axis_id(a, axis_a), self._axis_id(b, axis_b)
+        source, target = mapping.pairs()
+        if len(source) and (source.max() >= size_a or target.max() >= size_b):
+            raise ValueError(f"index map out of range for {a.name}[{axis_a}] -> {b.name}[{axis_b}]")
+        self._edges_source.append(self.axes[id_a].base + source)
+        self._edges_target.append(self.axes[id_b].base + target)
+
+    def freeze(self, value: ir.Value, axis: int, reason: str) -> None:
+        """Mark ``value[axis]`` as not prunable, with a reason naming the node or value."""
+        size = self._axis_size(value, axis)
+        if size is None or size <= 1:
+            return
+        channel_axis = self.axes[self._axis_id(value, axis)]
+        if reason not in channel_axis.frozen_reasons:
+            channel_axis.frozen_reasons.append(reason)
+
+    def freeze_node(self, node: ir.Node, port: ir.Value, axis: int, why: str) -> None:
+        """Freeze the live axis and say which node and op stopped it."""
+        self.freeze(port, axis, f"{why} at {node.op_type} node '{node.name}'")
+
+    def set_fill(self, value: ir.Value | None, axis: int, fill: float | None) -> None:
+        """Value ``zero_out`` writes into removed channels of this parameter (default 0)."""
+        if value is None or (self._axis_size(value, axis) or 0) <= 1:
+            return
+        self.axes[self._axis_id(value, axis)].fill = fill
+
+    def live(self, value: ir.Value | None, axis: int) -> bool:
+        """Whether ``value[axis]`` is already a channel axis."""
+        return value is not None and (value.name, axis) in self._axis_ids
+
+    def activate(self, value: ir.Value | None, axis: int) -> None:
+        """Make ``value[axis]`` a channel axis without coupling it (used by seeds)."""
+        if value is not None and (self._axis_size(value, axis) or 0) > 1:
+            self._axis_id(value, axis)
+
+    # ----- walk ---------------------------------------------------------------------------------
+    def next_pending(self) -> ChannelAxis | None:
+        return self.axes[self._pending.popleft()] if self._pending else None
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._edges_source:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        return np.concatenate(self._edges_source), np.concatenate(self._edges_target)
+
+    @property
+    def total_positions(self) -> int:
+        return self._total
+
+    # ----- internals ----------------------------------------------------------------------------
+    def _where(self) -> str:
+        node = self.current_node
+        return f"{node.op_type} node '{node.name}'" if node is not None else "graph"
+
+    def _axis_size(self, value: ir.Value, axis: int) -> int | None:
+        shape = static_shape(value)
+        if shape is None or not 0 <= axis < len(shape):
+            return None
+        return shape[axis]
+
+    def _axis_id(self, value: ir.Value, axis: int) -> int:
+        key = (value.name, axis)
+        found = self._axis_ids.get(key)
+        if found is not None:
+            if self.current_node is not None:
+                self.axes[found].nodes.add(self.current_node.name)
+            return found
+        size = self._axis_size(value, axis)
+        assert size is not None
+        is_parameter = value.const_value is not None
+        channel_axis = ChannelAxis(len(self.axes), value.name, axis, size, self._total, is_parameter)
+        if self.current_node is not None:
+            channel_axis.nodes.add(self.current_node.name)
+        self._total += size
+        self.axes.append(channel_axis)
+        self._axis_ids[key] = channel_axis.index
+        self._pending.append(channel_axis.index)
+        if value.is_graph_output():
+            channel_axis.frozen_reasons.append(f"touches graph output '{value.name}'")
+        if value.is_graph_input():
+            channel_axis.frozen_reasons.append(f"touches graph input '{value.name}'")
+        return channel_axis.index

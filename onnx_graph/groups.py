@@ -1,0 +1,114 @@
+"""Pruning groups: sets of coupled channels that must be removed together, and their members."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnx_graph.analysis_context import ChannelAxis
+
+
+@dataclass
+class GroupMember:
+    """One channel axis touched by a group, with the group's positions on it.
+
+    ``positions[i]`` of the axis belongs to the group's channel ``channel_index[i]``; a Flatten
+    output has several positions per channel, a Concat output holds positions of several groups.
+    """
+
+    value_name: str
+    axis: int
+    axis_size: int
+    is_parameter: bool
+    positions: np.ndarray
+    channel_index: np.ndarray
+    nodes: tuple[str, ...]
+
+
+@dataclass
+class PruningGroup:
+    """Channels coupled across the graph: removing channel k removes it from every member."""
+
+    id: int
+    num_channels: int
+    members: list[GroupMember]
+    frozen_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> list[GroupMember]:
+        """Members that are initializers (weights, biases, norm statistics)."""
+        return [m for m in self.members if m.is_parameter]
+
+    @property
+    def prunable(self) -> bool:
+        return not self.why_not_prunable()
+
+    def why_not_prunable(self) -> list[str]:
+        """Reasons this group cannot be pruned (empty when it can)."""
+        reasons = list(self.frozen_reasons)
+        if not self.parameters:
+            reasons.append("has no parameters to slice")
+        if self.num_channels < 2:
+            reasons.append("has a single channel")
+        return reasons
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted({node for member in self.members for node in member.nodes})
+
+    def matches(self, pattern: str) -> bool:
+        """Whether any member value or node name matches the glob ``pattern``."""
+        names = [m.value_name for m in self.members] + self.nodes
+        return any(fnmatch.fnmatchcase(name, pattern) for name in names)
+
+    def describe(self) -> str:
+        params = ", ".join(f"{m.value_name}[{m.axis}]" for m in self.parameters[:4])
+        more = len(self.parameters) - 4
+        suffix = f" (+{more} more)" if more > 0 else ""
+        return f"group {self.id}: {self.num_channels} channels; {params}{suffix}"
+
+
+@dataclass
+class GroupSet:
+    """Result of the analysis: every channel axis, its positions' channels, and the groups."""
+
+    axes: list[ChannelAxis]
+    position_channel: np.ndarray  # global position -> global channel id
+    channel_group: np.ndarray  # global channel id -> group id
+    channel_rank: np.ndarray  # global channel id -> index of the channel inside its group
+    groups: list[PruningGroup]
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, group_id: int) -> PruningGroup:
+        return self.groups[group_id]
+
+    @property
+    def prunable(self) -> list[PruningGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def kept_positions(self, removed_channels: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+        """For each channel axis that loses positions: the positions that stay (sorted).
+
+        Args:
+            removed_channels: Boolean mask over global channel ids.
+        """
+        kept: dict[tuple[str, int], np.ndarray] = {}
+        for channel_axis in self.axes:
+            span = slice(channel_axis.base, channel_axis.base + channel_axis.size)
+            removed = removed_channels[self.position_channel[span]]
+            if removed.any():
+                kept[(channel_axis.value_name, channel_axis.axis)] = np.flatnonzero(~removed)
+        return kept
+
+    def global_channels(self, group_id: int, channels: np.ndarray) -> np.ndarray:
+        """Global channel ids of a group's channels given by their in-group index."""
+        ids = np.flatnonzero(self.channel_group == group_id)
+        order = np.argsort(self.channel_rank[ids])
+        return ids[order][np.asarray(channels, dtype=np.int64)]

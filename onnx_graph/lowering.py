@@ -1,0 +1,88 @@
+"""Lowering: a torch.nn.Module (via torch.onnx.export) or an ONNX file into an onnx-ir model."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from onnx_graph.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+def lower(
+    module: Any,
+    example_inputs: tuple[Any, ...],
+    *,
+    dynamic_batch: bool = True,
+    dynamo: bool = True,
+    optimize: bool = True,
+    opset_version: int | None = None,
+) -> ir.Model:
+    """Export a PyTorch module to ONNX and return it as an onnx-ir model.
+
+    Args:
+        module: The ``torch.nn.Module`` (put in eval mode for the export).
+        example_inputs: Positional example inputs.
+        dynamic_batch: Make dimension 0 of every input symbolic.
+        dynamo: Use the dynamo exporter (keeps parameter names and ``pkg.torch.onnx.name_scopes``);
+            False uses the legacy TorchScript exporter (renames and deduplicates initializers).
+        optimize: Let the dynamo exporter fold BatchNorm into Conv and fold constants.
+        opset_version: ONNX opset; the exporter's default when None.
+    """
+    import torch
+
+    module = module.eval()
+    with torch.no_grad():
+        if dynamo:
+            dynamic_shapes = (
+                tuple({0: torch.export.Dim("batch")} for _ in example_inputs) if dynamic_batch else None
+            )
+            program = torch.onnx.export(
+                module, tuple(example_inputs), dynamo=True, optimize=optimize,
+                external_data=False, dynamic_shapes=dynamic_shapes, opset_version=opset_version,
+                verbose=False,
+            )
+            return program.model
+        buffer = io.BytesIO()
+        input_names = [f"input_{i}" for i in range(len(example_inputs))]
+        dynamic_axes = {name: {0: "batch"} for name in input_names} if dynamic_batch else None
+        torch.onnx.export(
+            module, tuple(example_inputs), buffer, dynamo=False, input_names=input_names,
+            output_names=["output"], dynamic_axes=dynamic_axes,
+            opset_version=opset_version or 17,
+        )
+    return ir.from_proto(onnx.load_from_string(buffer.getvalue()))
+
+
+def load(path: str | os.PathLike[str]) -> ir.Model:
+    """Load an ONNX file (external data is read lazily), with clear errors for bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    try:
+        return ir.load(path)
+    except Exception as error:  # protobuf decode errors and friends
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(error).__name__})") from error
+
+
+def save(model: ir.Model, path: str | os.PathLike[str], *, external_data: bool | None = None) -> None:
+    """Save ``model``; weights go to ``<name>.data`` when asked or when the model is over 1.5 GB."""
+    path = Path(path)
+    if external_data is None:
+        total = sum(
+            v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
+        )
+        external_data = total > 1_500_000_000
+    if external_data:
+        ir.save(model, path, external_data=path.name + ".data")
+    else:
+        ir.save(model, path)

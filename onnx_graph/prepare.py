@@ -1,0 +1,58 @@
+"""Normalise an onnx-ir model before analysis: names, constants as initializers, shapes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+
+logger = logging.getLogger(__name__)
+
+PREPARED_KEY = "sparsearch.prepared"
+
+
+def prepare(model: ir.Model) -> ir.Model:
+    """Make ``model`` ready for analysis (in place; idempotent).
+
+    - every node and value gets a unique name (the plan and reports refer to names);
+    - Constant nodes become initializers, so weights and shape constants are sliced one way;
+    - initializers listed as graph inputs (old IR) are dropped from the inputs;
+    - a *uniform* initializer (all elements equal, such as the zero bias the legacy exporter
+      shares between convs) used by several nodes gets one copy per use: sharing it is an
+      accident of deduplication, and it must not couple unrelated layers;
+    - missing value shapes are inferred.
+    """
+    if model.meta.get(PREPARED_KEY):
+        return model
+    common_passes.NameFixPass()(model)
+    common_passes.RemoveInitializersFromInputsPass()(model)
+    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    _unshare_uniform_initializers(model.graph)
+    if _missing_shapes(model.graph):
+        common_passes.ShapeInferencePass(strict_mode=False)(model)
+    model.meta[PREPARED_KEY] = True
+    return model
+
+
+def _unshare_uniform_initializers(graph: ir.Graph) -> None:
+    for name, value in list(graph.initializers.items()):
+        uses = list(value.uses())
+        if len(uses) < 2 or value.const_value is None or value.dtype is None:
+            continue
+        if not value.dtype.is_floating_point():
+            continue
+        array = value.const_value.numpy()
+        if array.size < 2 or not np.all(array == array.reshape(-1)[0]):
+            continue
+        for copy_index, (node, input_index) in enumerate(uses[1:], start=1):
+            copy_name = f"{name}__copy{copy_index}"
+            tensor = ir.Tensor(array.copy(), name=copy_name)
+            copy = ir.Value(name=copy_name, shape=value.shape, type=value.type, const_value=tensor)
+            graph.register_initializer(copy)
+            node.replace_input_with(input_index, copy)
+
+
+def _missing_shapes(graph: ir.Graph) -> bool:
+    return any(out.shape is None for node in graph for out in node.outputs)

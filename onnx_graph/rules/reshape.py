@@ -1,0 +1,160 @@
+"""Reshape, Flatten, Squeeze, Unsqueeze: axes regrouped without moving data.
+
+Input and output shapes are split into *blocks*: the smallest runs of axes with equal products.
+Inside a block, positions are row-major. A channel axis that is split into several axes (channel
+shuffle's [C] -> [g, C/g], heads' [H*D] -> [H, D]) couples to the largest of them, so every kept
+channel set stays a rectangle and the new shape is still valid; merging axes (Flatten of
+[C, H, W] into C*H*W features) couples each flattened feature with its channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnx_graph.analysis_context import AnalysisContext, static_shape
+from onnx_graph.index_map import ExplicitMap
+from onnx_graph.rules.base import OpRule, register_rule
+from onnx_graph.rules.helpers import constant_ints
+from onnx_graph.surgery_context import SurgeryContext
+
+Block = tuple[list[int], list[int]]
+
+
+def reshape_blocks(in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...]) -> list[Block] | None:
+    """Pair runs of input and output axes with equal element counts (None if impossible).
+
+    Unknown sizes (a dynamic batch) must face an unknown size and form a block of their own.
+    """
+    blocks: list[Block] = []
+    i = j = 0
+    while i < len(in_shape) or j < len(out_shape):
+        if i == len(in_shape) or j == len(out_shape):
+            rest_in, rest_out = list(range(i, len(in_shape))), list(range(j, len(out_shape)))
+            if any(in_shape[k] != 1 for k in rest_in) or any(out_shape[k] != 1 for k in rest_out):
+                return None
+            if not blocks:
+                return None
+            blocks[-1][0].extend(rest_in)
+            blocks[-1][1].extend(rest_out)
+            break
+        if in_shape[i] is None or out_shape[j] is None:
+            if in_shape[i] is not None or out_shape[j] is not None:
+                return None
+            blocks.append(([i], [j]))
+            i, j = i + 1, j + 1
+            continue
+        block_in, block_out = [i], [j]
+        product_in, product_out = in_shape[i], out_shape[j]
+        i, j = i + 1, j + 1
+        while product_in != product_out:
+            if product_in < product_out and i < len(in_shape) and in_shape[i] is not None:
+                product_in *= in_shape[i]  # type: ignore[operator]
+                block_in.append(i)
+                i += 1
+            elif product_out < product_in and j < len(out_shape) and out_shape[j] is not None:
+                product_out *= out_shape[j]  # type: ignore[operator]
+                block_out.append(j)
+                j += 1
+            else:
+                return None
+        blocks.append((block_in, block_out))
+    return blocks
+
+
+def _coordinates(shape: tuple[int | None, ...], axes: list[int]) -> dict[int, np.ndarray]:
+    """Row-major coordinate of every flat position of a block, per axis of the block."""
+    sizes = [int(shape[a]) for a in axes]  # type: ignore[arg-type]
+    flat = np.arange(int(np.prod(sizes)), dtype=np.int64)
+    coordinates, stride = {}, 1
+    for axis, size in reversed(list(zip(axes, sizes, strict=True))):
+        coordinates[axis] = (flat // stride) % size
+        stride *= size
+    return coordinates
+
+
+@register_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+class ReshapeRule(OpRule):
+    def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
+        data, output = node.inputs[0], node.outputs[0]
+        if port is not data and port is not output:
+            return  # the shape/axes input carries no channels
+        in_shape, out_shape = static_shape(data), static_shape(output)
+        blocks = reshape_blocks(in_shape, out_shape) if in_shape and out_shape else None
+        if blocks is None:
+            ctx.freeze_node(node, port, axis, "cannot relate input and output shapes")
+            return
+        on_input = port is data
+        block = next(b for b in blocks if axis in (b[0] if on_input else b[1]))
+        other_value, other_axes = (output, block[1]) if on_input else (data, block[0])
+        other_shape = out_shape if on_input else in_shape
+        targets = [a for a in other_axes if ctx.live(other_value, a)]
+        if not targets:
+            sized = [a for a in other_axes if (other_shape[a] or 0) > 1]
+            if not sized:
+                return
+            targets = [max(sized, key=lambda a: other_shape[a])]  # type: ignore[arg-type, return-value]
+        if node.op_type == "Reshape" and on_input:
+            for target in targets:
+                if not _target_rewritable(node, target):
+                    ctx.freeze_node(node, port, axis, f"shape entry {target} is computed at run time")
+                    return
+        here = _coordinates(in_shape if on_input else out_shape, block[0] if on_input else block[1])
+        there = _coordinates(other_shape, other_axes)
+        for target in targets:
+            pairs = np.unique(np.stack([here[axis], there[target]], axis=1), axis=0)
+            ctx.couple(port, axis, other_value, target, ExplicitMap(pairs[:, 0], pairs[:, 1]))
+
+    def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
+        if node.op_type != "Reshape":
+            return
+        output = node.outputs[0]
+        assert output.shape is not None
+        for axis in range(len(output.shape)):
+            if ctx.kept_positions(output, axis) is not None:
+                _rewrite_target(node, axis, ctx.new_size(output, axis), ctx)
+
+
+def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
+    """Where entry ``axis`` of a Reshape target is stored: (node, input index, index in it).
+
+    The target is either a constant or a Concat of pieces (dynamic-batch exports build it from
+    Shape -> Slice/Gather pieces and constants); None when the entry is computed at run time.
+    """
+    target = node.inputs[1]
+    if target.const_value is not None:
+        return node, 1, axis
+    producer = target.producer()
+    if producer is None or producer.op_type != "Concat":
+        return None
+    offset = 0
+    for index, piece in enumerate(producer.inputs):
+        shape = static_shape(piece)
+        length = shape[0] if shape and len(shape) == 1 else None
+        if length is None:
+            return None
+        if offset <= axis < offset + length:
+            return (producer, index, axis - offset) if piece.const_value is not None else None
+        offset += length
+    return None
+
+
+def _target_rewritable(node: ir.Node, axis: int) -> bool:
+    entry = _shape_entry(node, axis)
+    if entry is None:
+        return False
+    holder, index, position = entry
+    values = constant_ints(holder.inputs[index]) or []
+    return position < len(values)
+
+
+def _rewrite_target(node: ir.Node, axis: int, new_size: int, ctx: SurgeryContext) -> None:
+    entry = _shape_entry(node, axis)
+    if entry is None:
+        raise ValueError(f"Reshape node '{node.name}': target entry {axis} is not constant")
+    holder, index, position = entry
+    values = np.array(ctx.constant(holder.inputs[index]), dtype=np.int64).reshape(-1)
+    if values[position] in (0, -1):
+        return  # copied from the input or inferred: follows the pruned input by itself
+    values[position] = new_size
+    ctx.replace_constant_input(holder, index, values)

@@ -1,0 +1,94 @@
+"""Apply a pruning plan to an ONNX graph: slice initializers, fix shapes and shape constants.
+
+``prune`` removes channels; ``zero_out`` keeps the dense graph but writes zeros (or a neutral value)
+into exactly the parameters that would be removed. Their outputs must agree: that is the oracle.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from onnx_graph.plan import PruningPlan
+from onnx_graph.rules.base import rule_for
+from onnx_graph.surgery_context import SurgeryContext
+from onnx_graph.validate import check_model
+
+logger = logging.getLogger(__name__)
+
+
+def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Model:
+    """Return a copy of ``model`` with the plan's channels removed (``model`` is not modified).
+
+    Args:
+        model: The model the plan's groups were computed on.
+        plan: Channels to remove per group.
+        validate: Run strict ONNX shape inference and the full checker on the result.
+    """
+    removed = plan.removed_mask()
+    kept = plan.groups.kept_positions(removed)
+    pruned = model.clone()
+    values = _values_by_name(pruned.graph)
+    original_sizes: dict[tuple[str, int], int] = {}
+    for (name, axis), positions in kept.items():
+        value = values[name]
+        assert value.shape is not None
+        original_sizes[(name, axis)] = int(value.shape[axis])  # type: ignore[arg-type]
+        if value.const_value is not None:
+            array = np.take(value.const_value.numpy(), positions, axis=axis)
+            value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
+        dims = list(value.shape)
+        dims[axis] = len(positions)
+        value.shape = ir.Shape(dims)
+    ctx = SurgeryContext(pruned.graph, kept, original_sizes)
+    for node in list(pruned.graph):
+        rule = rule_for(node)
+        if rule is not None and any(ctx.changed(v) for v in (*node.inputs, *node.outputs)):
+            rule.rewrite(node, ctx)
+    _drop_unused_initializers(pruned.graph)
+    if validate:
+        check_model(pruned)
+    return pruned
+
+
+def zero_out(model: ir.Model, plan: PruningPlan) -> ir.Model:
+    """Return a dense copy of ``model`` whose to-be-removed channels contribute nothing.
+
+    Every parameter slice the plan would remove is overwritten with its fill value (0, or 1 for
+    divisors and variances), so the channel's value and its effect on consumers vanish.
+    """
+    removed = plan.removed_mask()
+    kept = plan.groups.kept_positions(removed)
+    fills = {(a.value_name, a.axis): a.fill for a in plan.groups.axes}
+    zeroed = model.clone()
+    values = _values_by_name(zeroed.graph)
+    for (name, axis), positions in kept.items():
+        value = values[name]
+        fill = fills[(name, axis)]
+        if value.const_value is None or fill is None:
+            continue
+        array = value.const_value.numpy().copy()
+        drop = np.setdiff1d(np.arange(array.shape[axis]), positions)
+        index: list[slice | np.ndarray] = [slice(None)] * array.ndim
+        index[axis] = drop
+        array[tuple(index)] = fill
+        value.const_value = ir.Tensor(array, name=value.name)
+    return zeroed
+
+
+def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
+    values.update(graph.initializers)
+    for node in graph:
+        for value in node.outputs:
+            if value.name:
+                values[value.name] = value
+    return values
+
+
+def _drop_unused_initializers(graph: ir.Graph) -> None:
+    for name, value in list(graph.initializers.items()):
+        if not value.uses() and not value.is_graph_output():
+            del graph.initializers[name]

@@ -30,8 +30,12 @@ def prepare(model: ir.Model) -> ir.Model:
     common_passes.RemoveInitializersFromInputsPass()(model)
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     _unshare_uniform_initializers(model.graph)
-    if _missing_shapes(model.graph):
+    for _ in range(3):  # inference stops at ops it cannot infer; fill those and go again
+        if not _missing_shapes(model.graph):
+            break
         common_passes.ShapeInferencePass(strict_mode=False)(model)
+        if not _fill_shape_preserving_outputs(model.graph):
+            break
     model.meta[PREPARED_KEY] = True
     return model
 
@@ -52,6 +56,27 @@ def _unshare_uniform_initializers(graph: ir.Graph) -> None:
             copy = ir.Value(name=copy_name, shape=value.shape, type=value.type, const_value=tensor)
             graph.register_initializer(copy)
             node.replace_input_with(input_index, copy)
+
+
+# Ops whose first output has the shape and type of their first input. ONNX shape inference does
+# not see through some of them (GroupNormalization-21 is a function op).
+_SHAPE_PRESERVING = {
+    "GroupNormalization", "LayerNormalization", "InstanceNormalization", "BatchNormalization",
+    "MeanVarianceNormalization", "LpNormalization", "LRN", "Gelu", "Mish", "Swish", "HardSwish",
+}
+
+
+def _fill_shape_preserving_outputs(graph: ir.Graph) -> bool:
+    filled = False
+    for node in graph:
+        if node.op_type not in _SHAPE_PRESERVING or not node.inputs or node.inputs[0] is None:
+            continue
+        source, target = node.inputs[0], node.outputs[0]
+        if target.shape is None and source.shape is not None:
+            target.shape = source.shape
+            target.type = source.type
+            filled = True
+    return filled
 
 
 def _missing_shapes(graph: ir.Graph) -> bool:

@@ -29,7 +29,7 @@ BINARY_OPS = (
     "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift",
 )
 # Removed channels of these inputs are written as 1 by zero_out, never 0 (no division by zero).
-_NEUTRAL_ONE = {("Div", 1), ("Pow", 1)}
+_NEUTRAL_ONE = {("Div", 1), ("Pow", 1), ("Mod", 1)}
 
 
 @register_rule(*BINARY_OPS)

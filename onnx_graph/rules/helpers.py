@@ -65,5 +65,9 @@ def same_axis_everywhere(node: ir.Node, port: ir.Value, axis: int, ctx: Analysis
     """Channel-preserving op: the axis of the first input is the same axis of every output."""
     values = [node.inputs[0], *node.outputs] if node.inputs else list(node.outputs)
     for value in values:
-        if value is not None and value is not port and rank(value) == rank(port):
+        if value is None or value is port:
+            continue
+        if rank(value) is None:
+            ctx.freeze_node(node, port, axis, f"'{value.name}' has no known shape")
+        elif rank(value) == rank(port):
             ctx.couple(port, axis, value, axis)

@@ -149,9 +149,41 @@ class GatherRule(OpRule):
         ctx.couple(data, data_axis, output, output_axis)
 
 
-@register_rule("Shape", "Size")
+@register_rule("Shape")
 class ShapeOfRule(OpRule):
-    """Reads only the shape: the result follows the pruned shape at run time, nothing to couple."""
+    """Reads only the shape. Safe when every use picks entries other than the channel axis (the
+    batch entry of a dynamic-batch Reshape target); any other use would see the pruned size."""
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        return
+        start = normalize_axis(attr_int(node, "start", 0), rank(port) or 0)
+        entry = axis - start
+        for consumer in node.outputs[0].consumers():
+            picked = _picked_entries(consumer)
+            if picked is None or entry in picked:
+                ctx.freeze_node(node, port, axis, f"its size is read by {consumer.op_type} node '{consumer.name}'")
+                return
+
+
+def _picked_entries(node: ir.Node) -> set[int] | None:
+    """Entries of a shape vector a Gather or Slice with constant indices reads (None: unknown)."""
+    if node.op_type == "Gather":
+        indices = constant_ints(node.inputs[1])
+        return None if indices is None else set(indices)
+    if node.op_type == "Slice":
+        starts, ends = constant_ints(input_or_none(node, 1)), constant_ints(input_or_none(node, 2))
+        if starts is None or ends is None or len(starts) != 1:
+            return None
+        shape = static_shape(node.inputs[0])
+        length = shape[0] if shape and shape[0] is not None else None
+        if length is None:
+            return None
+        return set(range(length)[slice(starts[0], ends[0])])
+    return None
+
+
+@register_rule("Size")
+class SizeRule(OpRule):
+    """The element count depends on every axis: a channel axis that reaches it freezes."""
+
+    def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
+        ctx.freeze_node(node, port, axis, "reads the element count")

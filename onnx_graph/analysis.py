@@ -43,7 +43,10 @@ def analyze(model: ir.Model, *, prepared: bool = False) -> GroupSet:
     groups = _build_groups(ctx)
     logger.info(
         "analysis: %d channel axes, %d groups (%d prunable) in %.2fs",
-        len(ctx.axes), len(groups), len(groups.prunable), time.perf_counter() - start,
+        len(ctx.axes),
+        len(groups),
+        len(groups.prunable),
+        time.perf_counter() - start,
     )
     return groups
 
@@ -64,12 +67,16 @@ def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
             rule = rule_for(node)
             if rule is None:
                 domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
-                ctx.freeze_node(node, value, channel_axis.axis, f"no rule for op {domain}{node.op_type}")
+                ctx.freeze_node(
+                    node, value, channel_axis.axis, f"no rule for op {domain}{node.op_type}"
+                )
                 continue
             try:
                 rule.propagate(node, value, channel_axis.axis, ctx)
             except Exception as error:  # a rule bug must freeze, never crash the analysis
-                logger.warning("rule %s failed on node %s: %s", type(rule).__name__, node.name, error)
+                logger.warning(
+                    "rule %s failed on node %s: %s", type(rule).__name__, node.name, error
+                )
                 ctx.freeze_node(node, value, channel_axis.axis, f"rule error ({error})")
     ctx.current_node = None
 
@@ -87,50 +94,66 @@ def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
 def _build_groups(ctx: AnalysisContext) -> GroupSet:
     total = ctx.total_positions
     source, target = ctx.edges()
-    adjacency = coo_matrix((np.ones(len(source), dtype=np.int8), (source, target)), shape=(total, total))
+    adjacency = coo_matrix(
+        (np.ones(len(source), dtype=np.int8), (source, target)), shape=(total, total)
+    )
     _, position_channel = connected_components(adjacency, directed=False)
     position_channel = position_channel.astype(np.int64)
     num_channels = int(position_channel.max()) + 1 if total else 0
 
-    # A group is the set of channels touching exactly the same channel axes.
-    axis_of_position = np.repeat(np.arange(len(ctx.axes)), [a.size for a in ctx.axes])
-    pairs = np.unique(np.stack([position_channel, axis_of_position], axis=1), axis=0)
-    split_at = np.flatnonzero(np.diff(pairs[:, 0])) + 1
-    signatures = [tuple(chunk[:, 1]) for chunk in np.split(pairs, split_at)] if len(pairs) else []
-    signature_group: dict[tuple[int, ...], int] = {}
-    channel_group = np.empty(num_channels, dtype=np.int64)
-    for channel, signature in enumerate(signatures):
-        channel_group[channel] = signature_group.setdefault(signature, len(signature_group))
+    # A group is the set of channels touching exactly the same channel axes (with the same number
+    # of positions on each). A channel's signature is the wrapping sum of one random 64-bit key per
+    # position's axis (collisions have probability ~2^-64 per pair): vectorised on large models.
+    # Groups only partition channels for planning; surgery works on channels, so a rare split of
+    # one group into two never affects exactness.
+    axis_of_position = np.repeat(
+        np.arange(len(ctx.axes), dtype=np.int64), [a.size for a in ctx.axes]
+    )
+    axis_keys = np.random.default_rng(0).integers(1, 2**63, size=len(ctx.axes), dtype=np.uint64)
+    signature = np.zeros(num_channels, dtype=np.uint64)
+    np.add.at(signature, position_channel, axis_keys[axis_of_position])
+    _, channel_group = np.unique(signature, return_inverse=True)
+    channel_group = channel_group.astype(np.int64).reshape(-1)
+    num_groups = int(channel_group.max()) + 1 if num_channels else 0
 
     # Order a group's channels by their first position on the group's first axis.
     first_position = np.full(num_channels, np.iinfo(np.int64).max)
     np.minimum.at(first_position, position_channel, np.arange(total))
     order = np.lexsort((first_position, channel_group))
     channel_rank = np.empty(num_channels, dtype=np.int64)
-    group_sizes = np.bincount(channel_group, minlength=len(signature_group))
+    group_sizes = np.bincount(channel_group, minlength=num_groups)
     starts = np.concatenate([[0], np.cumsum(group_sizes)[:-1]])
     channel_rank[order] = np.arange(num_channels) - np.repeat(starts, group_sizes)
 
-    members: list[list[GroupMember]] = [[] for _ in signature_group]
-    frozen: list[list[str]] = [[] for _ in signature_group]
-    for channel_axis in ctx.axes:
-        span = position_channel[channel_axis.base : channel_axis.base + channel_axis.size]
-        axis_groups = channel_group[span]
-        for group_id in np.unique(axis_groups):
-            positions = np.flatnonzero(axis_groups == group_id)
-            members[group_id].append(
-                GroupMember(
-                    channel_axis.value_name, channel_axis.axis, channel_axis.size,
-                    channel_axis.is_parameter, positions, channel_rank[span[positions]],
-                    tuple(sorted(channel_axis.nodes)),
-                )
+    members: list[list[GroupMember]] = [[] for _ in range(num_groups)]
+    frozen: list[list[str]] = [[] for _ in range(num_groups)]
+    # Positions sorted by (axis, group): each run is one member of one group.
+    position_group = channel_group[position_channel]
+    run_keys = axis_of_position * max(num_groups, 1) + position_group
+    order = np.argsort(run_keys, kind="stable")
+    run_starts = np.flatnonzero(np.r_[True, np.diff(run_keys[order]) != 0])
+    run_ends = np.r_[run_starts[1:], len(order)]
+    for start, end in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+        global_positions = order[start:end]
+        channel_axis = ctx.axes[int(axis_of_position[global_positions[0]])]
+        group_id = int(position_group[global_positions[0]])
+        members[group_id].append(
+            GroupMember(
+                channel_axis.value_name,
+                channel_axis.axis,
+                channel_axis.size,
+                channel_axis.is_parameter,
+                global_positions - channel_axis.base,
+                channel_rank[position_channel[global_positions]],
+                tuple(sorted(channel_axis.nodes)),
             )
-            for reason in channel_axis.frozen_reasons:
-                message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
-                if message not in frozen[group_id]:
-                    frozen[group_id].append(message)
+        )
+        for reason in channel_axis.frozen_reasons:
+            message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
+            if message not in frozen[group_id]:
+                frozen[group_id].append(message)
     groups = [
         PruningGroup(group_id, int(group_sizes[group_id]), members[group_id], frozen[group_id])
-        for group_id in range(len(signature_group))
+        for group_id in range(num_groups)
     ]
     return GroupSet(ctx.axes, position_channel, channel_group, channel_rank, groups)

@@ -48,11 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="prune an ONNX model")
     prune.add_argument("model", type=Path)
     prune.add_argument("-o", "--output", type=Path, required=True)
-    prune.add_argument("--ratio", type=_ratio, default=0.5, help="fraction of channels removed per group")
+    prune.add_argument(
+        "--ratio", type=_ratio, default=0.5, help="fraction of channels removed per group"
+    )
     prune.add_argument("--criterion", default="l1", choices=registered_criteria())
     prune.add_argument("--round-to", type=_positive_int, default=1, help="keep multiples of this")
-    prune.add_argument("--exclude", action="append", default=[], metavar="NODE_OR_PATTERN",
-                       help="glob on node/value names; matching groups are left alone (repeatable)")
+    prune.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NODE_OR_PATTERN",
+        help="glob on node/value names; matching groups are left alone (repeatable)",
+    )
     prune.add_argument("--json", action="store_true", help="print a JSON report")
 
     demo = commands.add_parser("demo", help="prune the bundled model and print the report")
@@ -75,8 +82,14 @@ def _prune(args: argparse.Namespace) -> int:
     model = load(args.model)
     start = time.perf_counter()
     groups = analyze(model)
-    plan = plan_uniform(model, groups, args.ratio, criterion=args.criterion,
-                        round_to=args.round_to, exclude=args.exclude)
+    plan = plan_uniform(
+        model,
+        groups,
+        args.ratio,
+        criterion=args.criterion,
+        round_to=args.round_to,
+        exclude=args.exclude,
+    )
     from onnx_graph.surgery import prune
 
     pruned = prune(model, plan)
@@ -105,8 +118,10 @@ _COMMANDS = {"inspect": _inspect, "prune": _prune, "demo": _demo}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return _COMMANDS[args.command](args)
     except SparsearchError as error:

@@ -40,11 +40,15 @@ def run_demo(ratio: float = 0.5, output: Path | None = None) -> int:
     pruned_out = run_onnx(pruned, inputs)[0]
     zeroed_out = run_onnx(zero_out(model, plan), inputs)[0]
     difference = float(np.abs(pruned_out - zeroed_out).max())
-    print(f"exactness oracle: max |pruned - zeroed| = {difference:.2e} "
-          f"(output scale {np.abs(zeroed_out).max():.2e})")
+    print(
+        f"exactness oracle: max |pruned - zeroed| = {difference:.2e} "
+        f"(output scale {np.abs(zeroed_out).max():.2e})"
+    )
     dense_ms, pruned_ms = _median_ms(model, inputs), _median_ms(pruned, inputs)
-    print(f"onnxruntime latency (1 thread, batch 2): dense {dense_ms:.1f} ms, pruned {pruned_ms:.1f} ms "
-          f"({dense_ms / pruned_ms:.2f}x)")
+    print(
+        f"onnxruntime latency (1 thread, batch 2): dense {dense_ms:.1f} ms, pruned {pruned_ms:.1f} ms "
+        f"({dense_ms / pruned_ms:.2f}x)"
+    )
     if output is None:
         output = Path(tempfile.gettempdir()) / "sparsearch_demo_resnet18_pruned.onnx"
     save(pruned, output)
@@ -53,13 +57,14 @@ def run_demo(ratio: float = 0.5, output: Path | None = None) -> int:
 
 
 def _median_ms(model, inputs: np.ndarray, repeats: int = 10) -> float:  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
     import onnx_ir as ir
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     feed = {session.get_inputs()[0].name: inputs}
     session.run(None, feed)
     times = []

@@ -42,20 +42,34 @@ def lower(
     with torch.no_grad():
         if dynamo:
             dynamic_shapes = (
-                tuple({0: torch.export.Dim("batch")} for _ in example_inputs) if dynamic_batch else None
+                tuple({0: torch.export.Dim("batch")} for _ in example_inputs)
+                if dynamic_batch
+                else None
             )
             program = torch.onnx.export(
-                module, tuple(example_inputs), dynamo=True, optimize=optimize,
-                external_data=False, dynamic_shapes=dynamic_shapes, opset_version=opset_version,
+                module,
+                tuple(example_inputs),
+                dynamo=True,
+                optimize=optimize,
+                external_data=False,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset_version,
                 verbose=False,
             )
+            if program is None:
+                raise RuntimeError("torch.onnx.export returned no program")
             return program.model
         buffer = io.BytesIO()
         input_names = [f"input_{i}" for i in range(len(example_inputs))]
         dynamic_axes = {name: {0: "batch"} for name in input_names} if dynamic_batch else None
         torch.onnx.export(
-            module, tuple(example_inputs), buffer, dynamo=False, input_names=input_names,
-            output_names=["output"], dynamic_axes=dynamic_axes,
+            module,
+            tuple(example_inputs),
+            buffer,  # type: ignore[arg-type]  # the legacy exporter accepts file objects
+            dynamo=False,
+            input_names=input_names,
+            output_names=["output"],
+            dynamic_axes=dynamic_axes,
             opset_version=opset_version or 17,
         )
     return ir.from_proto(onnx.load_from_string(buffer.getvalue()))
@@ -71,15 +85,21 @@ def load(path: str | os.PathLike[str]) -> ir.Model:
     try:
         return ir.load(path)
     except Exception as error:  # protobuf decode errors and friends
-        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(error).__name__})") from error
+        raise ModelLoadError(
+            f"{path}: not a readable ONNX model ({type(error).__name__})"
+        ) from error
 
 
-def save(model: ir.Model, path: str | os.PathLike[str], *, external_data: bool | None = None) -> None:
+def save(
+    model: ir.Model, path: str | os.PathLike[str], *, external_data: bool | None = None
+) -> None:
     """Save ``model``; weights go to ``<name>.data`` when asked or when the model is over 1.5 GB."""
     path = Path(path)
     if external_data is None:
         total = sum(
-            v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
+            v.const_value.nbytes
+            for v in model.graph.initializers.values()
+            if v.const_value is not None
         )
         external_data = total > 1_500_000_000
     if external_data:

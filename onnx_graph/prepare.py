@@ -19,6 +19,7 @@ def prepare(model: ir.Model) -> ir.Model:
     - every node and value gets a unique name (the plan and reports refer to names);
     - Constant nodes become initializers, so weights and shape constants are sliced one way;
     - initializers listed as graph inputs (old IR) are dropped from the inputs;
+    - Identity nodes are removed (the legacy exporter aliases deduplicated weights through them);
     - a *uniform* initializer (all elements equal, such as the zero bias the legacy exporter
       shares between convs) used by several nodes gets one copy per use: sharing it is an
       accident of deduplication, and it must not couple unrelated layers;
@@ -29,6 +30,7 @@ def prepare(model: ir.Model) -> ir.Model:
     common_passes.NameFixPass()(model)
     common_passes.RemoveInitializersFromInputsPass()(model)
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    common_passes.IdentityEliminationPass()(model)  # exporters alias shared weights via Identity
     _unshare_uniform_initializers(model.graph)
     for _ in range(3):  # inference stops at ops it cannot infer; fill those and go again
         if not _missing_shapes(model.graph):
@@ -61,8 +63,17 @@ def _unshare_uniform_initializers(graph: ir.Graph) -> None:
 # Ops whose first output has the shape and type of their first input. ONNX shape inference does
 # not see through some of them (GroupNormalization-21 is a function op).
 _SHAPE_PRESERVING = {
-    "GroupNormalization", "LayerNormalization", "InstanceNormalization", "BatchNormalization",
-    "MeanVarianceNormalization", "LpNormalization", "LRN", "Gelu", "Mish", "Swish", "HardSwish",
+    "GroupNormalization",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "MeanVarianceNormalization",
+    "LpNormalization",
+    "LRN",
+    "Gelu",
+    "Mish",
+    "Swish",
+    "HardSwish",
 }
 
 

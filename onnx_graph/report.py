@@ -34,7 +34,9 @@ def format_groups(groups: GroupSet) -> str:
     for group in groups:
         if not group.parameters:
             continue
-        status = "prunable" if group.prunable else "frozen: " + "; ".join(group.why_not_prunable()[:2])
+        status = (
+            "prunable" if group.prunable else "frozen: " + "; ".join(group.why_not_prunable()[:2])
+        )
         lines.append(f"  {group.describe()}  [{status}]")
     return "\n".join(lines)
 
@@ -59,7 +61,9 @@ def format_prune_report(
         reasons: Counter[str] = Counter()
         for group in left_alone:
             why = ["excluded by --exclude"] if group.id in excluded else group.why_not_prunable()
-            reasons.update({_short_reason(why[0]) if why else "ratio too small to remove a channel"})
+            reasons.update(
+                {_short_reason(why[0]) if why else "ratio too small to remove a channel"}
+            )
         lines.append(f"left alone {len(left_alone)} groups:")
         lines.extend(f"  {count} x {reason}" for reason, count in reasons.most_common())
     return "\n".join(lines)

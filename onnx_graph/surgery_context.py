@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnx_graph.analysis_context import constant_array
+from onnx_graph.analysis_context import constant_array, value_name
 
 
 class SurgeryContext:
@@ -20,20 +20,21 @@ class SurgeryContext:
         self.graph = graph
         self._kept = kept
         self._original_sizes = original_sizes
+        self._changed_values = {name for name, _ in kept}
         self._counter = 0
 
     def original_size(self, value: ir.Value, axis: int) -> int:
         """Size of ``value[axis]`` before surgery (only for axes that lost positions)."""
-        return self._original_sizes[(value.name, axis)]
+        return self._original_sizes[(value_name(value), axis)]
 
     def kept_positions(self, value: ir.Value | None, axis: int) -> np.ndarray | None:
         """Original positions that stay on ``value[axis]``, or None when nothing was removed."""
         if value is None:
             return None
-        return self._kept.get((value.name, axis))
+        return self._kept.get((value_name(value), axis))
 
     def changed(self, value: ir.Value | None) -> bool:
-        return value is not None and any(name == value.name for name, _ in self._kept)
+        return value is not None and value.name in self._changed_values
 
     def new_size(self, value: ir.Value, axis: int) -> int:
         """Static size of ``value[axis]`` after surgery."""
@@ -59,8 +60,12 @@ class SurgeryContext:
             self._counter += 1
             name = f"{base}__pruned{self._counter}"
         tensor = ir.Tensor(np.ascontiguousarray(array), name=name)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
-                         const_value=tensor)
+        value = ir.Value(
+            name=name,
+            shape=ir.Shape(array.shape),
+            type=ir.TensorType(tensor.dtype),
+            const_value=tensor,
+        )
         self.graph.register_initializer(value)
         if index >= len(node.inputs):
             node.resize_inputs(index + 1)

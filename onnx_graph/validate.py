@@ -32,13 +32,17 @@ def _check_large(model: ir.Model) -> None:
         ir.save(model, path, external_data="model.onnx.data")
         try:
             onnx.checker.check_model(path, full_check=True)
-            onnx.shape_inference.infer_shapes_path(path, path + ".inferred", strict_mode=True, data_prop=True)
+            onnx.shape_inference.infer_shapes_path(
+                path, path + ".inferred", strict_mode=True, data_prop=True
+            )
         except Exception as error:
             raise ValidationError(f"pruned model is invalid: {_first_line(error)}") from error
 
 
 def _initializer_bytes(model: ir.Model) -> int:
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    return sum(
+        v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
+    )
 
 
 def _first_line(error: Exception) -> str:

@@ -32,6 +32,14 @@ def couple_classes(
     ctx.freeze_node(node, port, axis, f"axis {axis} of '{port.name}' does not carry channels")
 
 
+def required_input(node: ir.Node, index: int) -> ir.Value:
+    """Input ``index`` of ``node``; a missing required input is a malformed graph."""
+    value = node.inputs[index] if index < len(node.inputs) else None
+    if value is None:
+        raise ValueError(f"{node.op_type} node '{node.name}' has no input {index}")
+    return value
+
+
 def rank(value: ir.Value | None) -> int | None:
     shape = static_shape(value)
     return None if shape is None else len(shape)

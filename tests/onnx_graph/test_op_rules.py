@@ -37,8 +37,10 @@ def test_rule_prunes_exactly_or_freezes(case: RuleCase) -> None:
         return
     prunable = [g for g in producer_groups if g.prunable]
     assert prunable, [g.why_not_prunable() for g in producer_groups]
-    plan = PruningPlan(groups, {g.id: np.arange(0, g.num_channels, 2)[: max(1, g.num_channels // 2)]
-                                for g in prunable})
+    plan = PruningPlan(
+        groups,
+        {g.id: np.arange(0, g.num_channels, 2)[: max(1, g.num_channels // 2)] for g in prunable},
+    )
     difference, scale = oracle_difference(model, plan, _input(case))
     assert difference <= 1e-4 * scale + 1e-6, (difference, scale)
     pruned = prune(model, plan)

@@ -41,24 +41,9 @@ def lower(
     module = module.eval()
     with torch.no_grad():
         if dynamo:
-            dynamic_shapes = (
-                tuple({0: torch.export.Dim("batch")} for _ in example_inputs)
-                if dynamic_batch
-                else None
+            return _export_dynamo(
+                module, tuple(example_inputs), dynamic_batch, optimize, opset_version
             )
-            program = torch.onnx.export(
-                module,
-                tuple(example_inputs),
-                dynamo=True,
-                optimize=optimize,
-                external_data=False,
-                dynamic_shapes=dynamic_shapes,
-                opset_version=opset_version,
-                verbose=False,
-            )
-            if program is None:
-                raise RuntimeError("torch.onnx.export returned no program")
-            return program.model
         buffer = io.BytesIO()
         input_names = [f"input_{i}" for i in range(len(example_inputs))]
         dynamic_axes = {name: {0: "batch"} for name in input_names} if dynamic_batch else None
@@ -73,6 +58,47 @@ def lower(
             opset_version=opset_version or 17,
         )
     return ir.from_proto(onnx.load_from_string(buffer.getvalue()))
+
+
+def _export_dynamo(
+    module: Any,
+    example_inputs: tuple[Any, ...],
+    dynamic_batch: bool,
+    optimize: bool,
+    opset_version: int | None,
+) -> ir.Model:
+    import torch
+
+    def export(inputs: tuple[Any, ...], dynamic: bool) -> ir.Model:
+        dynamic_shapes = tuple({0: torch.export.Dim("batch")} for _ in inputs) if dynamic else None
+        program = torch.onnx.export(
+            module,
+            inputs,
+            dynamo=True,
+            optimize=optimize,
+            external_data=False,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset_version,
+            verbose=False,
+        )
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
+        return program.model
+
+    if not dynamic_batch:
+        return export(example_inputs, False)
+    # torch.export specialises a dimension whose example size is 1; export with batch 2.
+    doubled = tuple(
+        torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 1 else x
+        for x in example_inputs
+    )
+    try:
+        return export(doubled, True)
+    except Exception as error:  # some models constrain the batch; a static export still prunes
+        logger.warning(
+            "dynamic-batch export failed (%s); exporting with a static batch", type(error).__name__
+        )
+        return export(example_inputs, False)
 
 
 def load(path: str | os.PathLike[str]) -> ir.Model:

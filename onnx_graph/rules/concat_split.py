@@ -23,13 +23,16 @@ def _offset_pieces(
     node: ir.Node, pieces: list[ir.Value], whole: ir.Value, axis: int, ctx: AnalysisContext
 ) -> None:
     """Couple each piece to its range of ``whole`` along ``axis`` (pieces laid out in order)."""
+    sizes = [(static_shape(piece) or (None,) * (axis + 1))[axis] for piece in pieces]
+    if None in sizes:
+        # Offsets are unknown: every piece and the whole (the live axis among them) freeze.
+        unknown = pieces[sizes.index(None)].name
+        for value in (*pieces, whole):
+            ctx.freeze_node(node, value, axis, f"piece '{unknown}' has unknown size")
+        return
     offset = 0
-    for piece in pieces:
-        shape = static_shape(piece)
-        size = shape[axis] if shape is not None else None
-        if size is None:
-            ctx.freeze_node(node, whole, axis, f"piece '{piece.name}' has unknown size")
-            return
+    for piece, size in zip(pieces, sizes, strict=True):
+        assert size is not None
         ctx.couple(piece, axis, whole, axis, Offset(size, offset))
         offset += size
 

@@ -104,3 +104,19 @@ def test_prune_leaves_the_input_model_untouched() -> None:
     prune(model, PruningPlan(groups, {group.id: np.array([0, 3])}))
     np.testing.assert_array_equal(model.graph.initializers["p_w1"].const_value.numpy(), before)
     assert model.graph.initializers["p_w1"].shape[0] == 8
+
+
+def test_concat_with_a_piece_of_unknown_size_freezes_its_live_inputs() -> None:
+    # The legacy exporter computes shuffle/chunk sizes at run time, so a Concat piece can have a
+    # symbolic channel count; the offsets are then unknown and no input may be pruned.
+    text = graph_text(RuleCase("Concat", "t = Concat<axis=1>(h, z)", consumer_channels=8))
+    text = text.replace("(float[N,4,8,8] x,", "(float[N,4,8,8] x, float[N,C,8,8] z,")
+    text = (
+        text.replace("float[5,8,1,1] p_w2", "float[5,8,1,1] p_w2")
+        .replace("y = Conv(t, p_w2)", "y = ReduceMean<keepdims=1>(t)")
+        .replace("float[N,5,8,8] y", "float[N,1,8,8] y")
+    )
+    model = build_model(text)
+    groups = _groups_of(model, "p_w1")
+    assert groups and not any(g.prunable for g in groups)
+    assert any("unknown size" in r for g in groups for r in g.frozen_reasons)

@@ -43,3 +43,15 @@ def test_zoo_model_prunes_exactly(name: str) -> None:
     before, after = count_cost(model), count_cost(pruned)
     assert after.macs < 0.75 * before.macs
     assert run_onnx(pruned, inputs)[0].shape == (2, 1000)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5"])
+def test_legacy_exporter_graph_prunes_exactly(name: str) -> None:
+    module = randomize_module(getattr(torchvision.models, name)(weights=None), seed=1)
+    model = lower(module, (torch.randn(1, 3, 64, 64),), dynamo=False)
+    groups = analyze(model)
+    plan = plan_uniform(model, groups, 0.5, criterion="l2", round_to=4)
+    assert plan.num_removed > 0
+    inputs = np.random.default_rng(2).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    difference, scale = oracle_difference(model, plan, inputs)
+    assert difference <= 1e-4 * scale, (difference, scale)

@@ -109,7 +109,7 @@ def test_prune_leaves_the_input_model_untouched() -> None:
 def test_concat_with_a_piece_of_unknown_size_freezes_its_live_inputs() -> None:
     # The legacy exporter computes shuffle/chunk sizes at run time, so a Concat piece can have a
     # symbolic channel count; the offsets are then unknown and no input may be pruned.
-    text = graph_text(RuleCase("Concat", "t = Concat<axis=1>(h, z)", consumer_channels=8))
+    text = graph_text(RuleCase("Concat", "t = Concat<axis=1>(z, h)", consumer_channels=8))
     text = text.replace("(float[N,4,8,8] x,", "(float[N,4,8,8] x, float[N,C,8,8] z,")
     text = (
         text.replace("float[5,8,1,1] p_w2", "float[5,8,1,1] p_w2")

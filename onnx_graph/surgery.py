@@ -32,15 +32,22 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
     pruned = model.clone()
     values = _values_by_name(pruned.graph)
     original_sizes: dict[tuple[str, int], int] = {}
+    axes_by_value: dict[str, list[tuple[int, np.ndarray]]] = {}
     for (name, axis), positions in kept.items():
+        axes_by_value.setdefault(name, []).append((axis, positions))
+    for name, cuts in axes_by_value.items():
         value = values[name]
         assert value.shape is not None
-        original_sizes[(name, axis)] = int(value.shape[axis])  # type: ignore[arg-type]
-        if value.const_value is not None:
-            array = np.take(value.const_value.numpy(), positions, axis=axis)
-            value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
         dims = list(value.shape)
-        dims[axis] = len(positions)
+        for axis, positions in cuts:
+            original_sizes[(name, axis)] = int(dims[axis])  # type: ignore[arg-type]
+            dims[axis] = len(positions)
+        if value.const_value is not None:
+            array = value.const_value.numpy()
+            # Cut the axis that drops the largest share first: later copies move less data.
+            for axis, positions in sorted(cuts, key=lambda cut: len(cut[1]) / array.shape[cut[0]]):
+                array = np.take(array, positions, axis=axis)
+            value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
         value.shape = ir.Shape(dims)
     ctx = SurgeryContext(pruned.graph, kept, original_sizes)
     for node in list(pruned.graph):

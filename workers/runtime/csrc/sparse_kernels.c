@@ -1,0 +1,267 @@
+/* CPython extension: sparse x dense kernels with run-time AVX2/FMA dispatch and OpenMP threads.
+ *
+ * Python passes plain buffers (no NumPy headers are needed to build), so the extension compiles
+ * with nothing but the local C compiler.  The kernel bodies live in spmm_impl.h and are compiled
+ * twice: once for AVX2+FMA (selected only when the CPU reports both) and once portable.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    int m, k, n;                 /* W is m x k, X is k x n, Y is m x n */
+    int block_rows, block_cols;  /* 1x1 is CSR */
+    const int32_t *block_ptr;    /* ceil(m / block_rows) + 1 offsets into block_col */
+    const int32_t *block_col;    /* first column of each block */
+    const float *values;         /* block_rows * block_cols per block, column-major in a block */
+    const float *x;
+    float *y;
+    const float *bias;           /* m entries, or NULL */
+    float lo, hi;                /* fused activation: clip(v, lo, hi) */
+} spmm_args;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_AVX2_BUILD 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define ISA(name) name##_avx2
+#define VEC_FLOATS 8
+#include "spmm_impl.h"
+#undef VEC_FLOATS
+#undef ISA
+#pragma GCC pop_options
+#endif
+
+#define ISA(name) name##_portable
+#define VEC_FLOATS 4
+#include "spmm_impl.h"
+#undef VEC_FLOATS
+#undef ISA
+
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AUTO = -1 };
+
+static int cpu_has_avx2_fma(void) {
+#ifdef HAVE_AVX2_BUILD
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+typedef void (*range_fn)(const spmm_args *, int, int, int, int);
+
+static range_fn pick_isa(int requested, int *chosen) {
+#ifdef HAVE_AVX2_BUILD
+    if (requested != ISA_PORTABLE && cpu_has_avx2_fma()) {
+        *chosen = ISA_AVX2;
+        return spmm_range_avx2;
+    }
+#endif
+    (void)requested;
+    *chosen = ISA_PORTABLE;
+    return spmm_range_portable;
+}
+
+/* Split the columns when there are enough of them (weights shared, X strips private), else the
+ * block rows; chunks of columns stay multiples of 8 so every thread runs the vector tiles. */
+static void run_threads(range_fn fn, const spmm_args *a, int threads) {
+    int mblocks = (a->m + a->block_rows - 1) / a->block_rows;
+    int col_groups = (a->n + 7) / 8;
+    if (threads <= 1 || (mblocks < 2 && col_groups < 2)) {
+        fn(a, 0, mblocks, 0, a->n);
+        return;
+    }
+    int split_cols = col_groups >= 4 * threads;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    for (int t = 0, nt = threads; t < nt; ++t) {
+#endif
+        if (split_cols) {
+            int g0 = (int)((long)col_groups * t / nt), g1 = (int)((long)col_groups * (t + 1) / nt);
+            int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
+            if (n0 < n1) fn(a, 0, mblocks, n0, n1);
+        } else {
+            int b0 = (int)((long)mblocks * t / nt), b1 = (int)((long)mblocks * (t + 1) / nt);
+            if (b0 < b1) fn(a, b0, b1, 0, a->n);
+        }
+    }
+}
+
+/* ---- Python bindings ------------------------------------------------------------------- */
+
+static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize,
+                      int writable, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->itemsize != itemsize || view->len < items * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected at least %zd items of %zd bytes, got %zd bytes",
+                     what, items, itemsize, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_spmm(PyObject *self, PyObject *args) {
+    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o;
+    int m, k, n, br, bc, batch, threads, isa;
+    float lo, hi;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOiffii", &m, &k, &n, &br, &bc, &ptr_o, &col_o, &val_o,
+                          &x_o, &y_o, &bias_o, &batch, &lo, &hi, &threads, &isa))
+        return NULL;
+    if (m < 0 || k < 0 || n < 0 || br < 1 || bc < 1 || batch < 0) {
+        PyErr_SetString(PyExc_ValueError, "spmm: negative size or empty block");
+        return NULL;
+    }
+    int mblocks = (m + br - 1) / br;
+    Py_buffer ptr_b, col_b, val_b, x_b, y_b, bias_b;
+    int have_bias = bias_o != Py_None;
+    if (get_buffer(ptr_o, &ptr_b, mblocks + 1, 4, 0, "block_ptr") < 0) return NULL;
+    const int32_t *ptr = ptr_b.buf;
+    Py_ssize_t nblocks = ptr[mblocks];
+    PyObject *result = NULL;
+    int got_col = 0, got_val = 0, got_x = 0, got_y = 0, got_bias = 0;
+    if (ptr[0] != 0 || nblocks < 0) {
+        PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must start at 0");
+        goto done;
+    }
+    for (int i = 0; i < mblocks; ++i)
+        if (ptr[i + 1] < ptr[i]) {
+            PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must be non-decreasing");
+            goto done;
+        }
+    if (get_buffer(col_o, &col_b, nblocks, 4, 0, "block_col") < 0) goto done;
+    got_col = 1;
+    if (get_buffer(val_o, &val_b, nblocks * br * bc, 4, 0, "values") < 0) goto done;
+    got_val = 1;
+    const int32_t *cols = col_b.buf;
+    for (Py_ssize_t j = 0; j < nblocks; ++j)
+        if (cols[j] < 0 || cols[j] + bc > k) {
+            PyErr_Format(PyExc_ValueError, "spmm: block %zd starts at column %d, outside 0..%d",
+                         j, cols[j], k - bc);
+            goto done;
+        }
+    if (get_buffer(x_o, &x_b, (Py_ssize_t)batch * k * n, 4, 0, "x") < 0) goto done;
+    got_x = 1;
+    if (get_buffer(y_o, &y_b, (Py_ssize_t)batch * m * n, 4, 1, "y") < 0) goto done;
+    got_y = 1;
+    if (have_bias) {
+        if (get_buffer(bias_o, &bias_b, m, 4, 0, "bias") < 0) goto done;
+        got_bias = 1;
+    }
+    int chosen;
+    range_fn fn = pick_isa(isa, &chosen);
+    spmm_args a = {m, k, n, br, bc, ptr, cols, val_b.buf, NULL, NULL,
+                   have_bias ? bias_b.buf : NULL, lo, hi};
+    Py_BEGIN_ALLOW_THREADS
+    for (int b = 0; b < batch; ++b) {
+        a.x = (const float *)x_b.buf + (size_t)b * k * n;
+        a.y = (float *)y_b.buf + (size_t)b * m * n;
+        run_threads(fn, &a, threads);
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromLong(chosen);
+done:
+    PyBuffer_Release(&ptr_b);
+    if (got_col) PyBuffer_Release(&col_b);
+    if (got_val) PyBuffer_Release(&val_b);
+    if (got_x) PyBuffer_Release(&x_b);
+    if (got_y) PyBuffer_Release(&y_b);
+    if (got_bias) PyBuffer_Release(&bias_b);
+    return result;
+}
+
+/* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
+static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
+                   int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
+    int rows = c * kh * kw;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int row = 0; row < rows; ++row) {
+        int ch = row / (kh * kw), ki = (row / kw) % kh, kj = row % kw;
+        const float *src = x + (size_t)ch * h * w;
+        float *dst = out + (size_t)row * oh * ow;
+        for (int i = 0; i < oh; ++i) {
+            int ih = i * sh - pt + ki * dh;
+            float *d = dst + (size_t)i * ow;
+            if (ih < 0 || ih >= h) {
+                memset(d, 0, sizeof(float) * ow);
+                continue;
+            }
+            for (int j = 0; j < ow; ++j) {
+                int iw = j * sw - pl + kj * dw;
+                d[j] = (iw >= 0 && iw < w) ? src[(size_t)ih * w + iw] : 0.0f;
+            }
+        }
+    }
+    (void)threads;
+}
+
+static PyObject *py_im2col(PyObject *self, PyObject *args) {
+    PyObject *x_o, *out_o;
+    int c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOiiiiiiiiiiiiii", &x_o, &out_o, &c, &h, &w, &kh, &kw, &sh, &sw,
+                          &pt, &pl, &dh, &dw, &oh, &ow, &threads))
+        return NULL;
+    if (c < 0 || h < 0 || w < 0 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 ||
+        oh < 0 || ow < 0) {
+        PyErr_SetString(PyExc_ValueError, "im2col: invalid geometry");
+        return NULL;
+    }
+    Py_buffer x_b, out_b;
+    if (get_buffer(x_o, &x_b, (Py_ssize_t)c * h * w, 4, 0, "x") < 0) return NULL;
+    if (get_buffer(out_o, &out_b, (Py_ssize_t)c * kh * kw * oh * ow, 4, 1, "out") < 0) {
+        PyBuffer_Release(&x_b);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    im2col(x_b.buf, out_b.buf, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x_b);
+    PyBuffer_Release(&out_b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+#ifdef _OPENMP
+    int openmp = 1;
+#else
+    int openmp = 0;
+#endif
+#ifdef HAVE_AVX2_BUILD
+    int avx2_built = 1;
+#else
+    int avx2_built = 0;
+#endif
+    return Py_BuildValue("{s:i,s:i,s:i}", "openmp", openmp, "avx2_fma_compiled", avx2_built,
+                         "cpu_avx2_fma", cpu_has_avx2_fma());
+}
+
+static PyMethodDef methods[] = {
+    {"spmm", py_spmm, METH_VARARGS,
+     "spmm(m, k, n, block_rows, block_cols, block_ptr, block_col, values, x, y, bias, batch, lo, "
+     "hi, threads, isa) -> isa used (0 portable, 1 avx2)"},
+    {"im2col", py_im2col, METH_VARARGS,
+     "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
+    {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sparse_kernels",
+                                    "Sparse x dense kernels (AVX2/FMA with portable fallback).",
+                                    -1, methods};
+
+PyMODINIT_FUNC PyInit__sparse_kernels(void) { return PyModule_Create(&module); }

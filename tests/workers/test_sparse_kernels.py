@@ -131,3 +131,47 @@ def test_sparse_conv2d_matches_torch(kernel, stride, pads, dilation) -> None:
         stride=stride, dilation=dilation,
     )  # fmt: skip
     np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "channels,size,kernel,stride,pads",
+    [(5, (3, 3), 3, 1, (1, 1, 1, 1)), (7, (20, 17), 5, 2, (2, 2, 2, 2)), (3, (9, 9), 3, 3, (1, 0, 0, 1)),
+     (4, (12, 40), 3, 2, (1, 1, 1, 1)), (6, (10, 6), 3, 1, (0, 0, 0, 0)), (2, (33, 70), 3, 1, (1, 1, 1, 1))],
+)  # fmt: skip
+def test_depthwise_matches_torch(isa: str, channels, size, kernel, stride, pads) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, channels, *size)).astype(np.float32)
+    w = rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    y = kernels.depthwise_conv2d(
+        x,
+        w,
+        (stride, stride),
+        pads,
+        (1, 1),
+        bias,
+        (0.0, 6.0),
+        threads=2,
+        isa=isa,  # type: ignore[arg-type]
+    )
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
+    ref = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(bias), stride=stride, groups=channels
+    ).clamp(0, 6)
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_residual_and_workspace_reuse() -> None:
+    rng = np.random.default_rng(17)
+    w = sparsify(rng.standard_normal((12, 8)), 0.5, (4, 1))
+    x = rng.standard_normal((1, 8, 5, 7)).astype(np.float32)
+    residual = rng.standard_normal((1, 12, 5, 7)).astype(np.float32)
+    workspace = kernels.Workspace()
+    first = kernels.sparse_conv2d(x, pack(w, "4x1"), (1, 1), residual=residual, workspace=workspace)
+    expected = np.einsum("oc,bchw->bohw", w, x) + residual
+    np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-4)
+    second = kernels.sparse_conv2d(2 * x, pack(w, "4x1"), (1, 1), workspace=workspace)
+    assert np.shares_memory(first, second)  # the workspace array is reused, not reallocated
+    np.testing.assert_allclose(second, 2 * np.einsum("oc,bchw->bohw", w, x), rtol=1e-4, atol=1e-4)

@@ -15,6 +15,10 @@ import numpy as np
 
 from workers.runtime.sparse_formats import SparseMatrix
 
+# libgomp reads this when the extension loads: spin briefly (~tens of microseconds) between
+# layers instead of the default ~0.3 s, so idle kernel threads do not starve onnxruntime's.
+os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+
 try:
     from workers.runtime import _sparse_kernels as _ext  # type: ignore[attr-defined]
 except ImportError as error:  # pragma: no cover - depends on the build
@@ -48,6 +52,28 @@ def selected_isa(isa: Isa | None = None) -> str:
     return "portable"
 
 
+class Workspace:
+    """Reusable output and scratch arrays, one per role, kept between calls of one layer.
+
+    Fresh multi-megabyte arrays come from ``mmap`` and pay a page fault per 4 KiB on first
+    touch, which costs more than a sparse layer's arithmetic; reusing them avoids that.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, role: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 C-contiguous array of ``shape`` for ``role`` (contents undefined)."""
+        array = self._arrays.get(role)
+        if array is None or array.shape != shape:
+            array = self._arrays[role] = np.empty(shape, dtype=np.float32)
+        return array
+
+
+def _array(workspace: Workspace | None, role: str, shape: tuple[int, ...]) -> np.ndarray:
+    return workspace.get(role, shape) if workspace else np.empty(shape, dtype=np.float32)
+
+
 def _activation_bounds(clip: tuple[float, float] | None) -> tuple[float, float]:
     if clip is None:
         return -np.inf, np.inf
@@ -62,8 +88,9 @@ def spmm(
     threads: int = 1,
     isa: Isa | None = None,
     out: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``clip(W @ x + bias)`` for sparse W (M, K) and dense x (K, N) or a batch (B, K, N).
+    """``clip(W @ x + bias + residual)`` for sparse W (M, K) and dense x (K, N) or (B, K, N).
 
     Args:
         weights: packed (M, K) matrix.
@@ -73,6 +100,8 @@ def spmm(
         threads: OpenMP threads (1 = no parallel region).
         isa: "auto", "avx2" (used only when the CPU supports it) or "portable".
         out: optional float32 C-contiguous output to write into.
+        residual: optional tensor of the output's shape added before the activation (a fused
+            residual Add).
 
     Returns:
         (M, N) or (B, M, N) float32.
@@ -91,11 +120,14 @@ def spmm(
     bias_data = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     if bias_data is not None and bias_data.shape != (m,):
         raise ValueError(f"bias must have shape ({m},), got {bias_data.shape}")
+    residual_data = None
+    if residual is not None:
+        residual_data = np.ascontiguousarray(residual, dtype=np.float32).reshape(out_shape)
     lo, hi = _activation_bounds(clip)
     br, bc = weights.block_shape
     _ext.spmm(
         m, k, n, br, bc, weights.block_ptr, weights.block_col, weights.values, data, out,
-        bias_data, batch, lo, hi, max(int(threads), 1), _isa_code(isa),
+        bias_data, residual_data, batch, lo, hi, max(int(threads), 1), _isa_code(isa),
     )  # fmt: skip
     return out
 
@@ -107,8 +139,9 @@ def sparse_linear(
     clip: tuple[float, float] | None = None,
     threads: int = 1,
     isa: Isa | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``clip(x @ W.T + bias)`` for x (..., K) and sparse W (M, K): Gemm(transB=1) and Linear.
+    """``clip(x @ W.T + bias + residual)`` for x (..., K), sparse W (M, K): Gemm and Linear.
 
     The kernel vectorises over rows of x, so x is transposed to (K, rows) first; that copy is
     O(rows * K) against O(rows * K * M * density) multiply-adds.
@@ -116,7 +149,8 @@ def sparse_linear(
     m, k = weights.shape
     lead = x.shape[:-1]
     rows = x.reshape(-1, k).T
-    result = spmm(weights, rows, bias, clip, threads, isa)
+    residual_t = None if residual is None else residual.reshape(-1, m).T
+    result = spmm(weights, rows, bias, clip, threads, isa, residual=residual_t)
     return np.ascontiguousarray(result.T).reshape(*lead, m)
 
 
@@ -137,6 +171,8 @@ def sparse_conv2d(
     clip: tuple[float, float] | None = None,
     threads: int = 1,
     isa: Isa | None = None,
+    residual: np.ndarray | None = None,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """Ungrouped 2-D convolution (NCHW) with sparse weights packed as (Cout, Cin * kh * kw).
 
@@ -148,7 +184,9 @@ def sparse_conv2d(
         weights: packed ``W.reshape(Cout, -1)`` of an ONNX Conv weight.
         kernel_shape, strides, pads, dilations: ONNX Conv attributes (pads: top, left, bottom,
             right).
-        bias, clip, threads, isa: as in :func:`spmm`.
+        bias, clip, threads, isa, residual: as in :func:`spmm` (residual: (B, Cout, Hout, Wout)).
+        workspace: where to keep the im2col and output arrays between calls; the result is
+            then a view of the workspace, overwritten by the next call.
 
     Returns:
         (B, Cout, Hout, Wout) float32.
@@ -167,9 +205,47 @@ def sparse_conv2d(
     if direct:
         cols = data.reshape(batch, channels, height * width)
     else:
-        cols = np.empty((batch, channels * kh * kw, oh * ow), dtype=np.float32)
+        cols = _array(workspace, "im2col", (batch, channels * kh * kw, oh * ow))
         for image in range(batch):
             _ext.im2col(data[image], cols[image], channels, height, width, kh, kw, sh, sw,
                         pt, pl, dh, dw, oh, ow, max(int(threads), 1))  # fmt: skip
-    result = spmm(weights, cols, bias, clip, threads, isa)
+    residual_flat = None if residual is None else residual.reshape(batch, weights.shape[0], -1)
+    out = _array(workspace, "out", (batch, weights.shape[0], oh * ow))
+    result = spmm(weights, cols, bias, clip, threads, isa, out=out, residual=residual_flat)
     return result.reshape(batch, weights.shape[0], oh, ow)
+
+
+def depthwise_conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    strides: Sequence[int] = (1, 1),
+    pads: Sequence[int] = (0, 0, 0, 0),
+    dilations: Sequence[int] = (1, 1),
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    workspace: Workspace | None = None,
+) -> np.ndarray:
+    """Depthwise 2-D convolution (group = channels, NCHW) with dense (C, 1, kh, kw) weights.
+
+    Not a sparse kernel: it lets the executor keep MobileNet-style blocks out of onnxruntime,
+    whose depthwise convolution is slow outside its own NCHWc-transformed graphs. Arguments
+    are as in :func:`sparse_conv2d`.
+    """
+    batch, channels, height, width = x.shape
+    kh, kw = weight.shape[-2:]
+    if weight.shape[0] != channels or weight.size != channels * kh * kw:
+        raise ValueError(f"depthwise weight {weight.shape} does not match {channels} channels")
+    pt, pl, pb, pr = pads
+    oh = conv_output_size(height, kh, strides[0], pt, pb, dilations[0])
+    ow = conv_output_size(width, kw, strides[1], pl, pr, dilations[1])
+    out = _array(workspace, "out", (batch, channels, oh, ow))
+    bias_data = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    lo, hi = _activation_bounds(clip)
+    _ext.depthwise(
+        np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(weight, dtype=np.float32),
+        bias_data, out, batch, channels, height, width, oh, ow, kh, kw, strides[0], strides[1],
+        pt, pl, pb, pr, dilations[0], dilations[1], lo, hi, max(int(threads), 1), _isa_code(isa),
+    )  # fmt: skip
+    return out

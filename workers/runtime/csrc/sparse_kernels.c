@@ -7,6 +7,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -21,8 +22,18 @@ typedef struct {
     const float *x;
     float *y;
     const float *bias;           /* m entries, or NULL */
+    const float *residual;       /* m x n added before the activation (fused Add), or NULL */
     float lo, hi;                /* fused activation: clip(v, lo, hi) */
 } spmm_args;
+
+#define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
+
+typedef struct {
+    int c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw;
+    const float *x, *weight, *bias;  /* weight: c x kh x kw; bias: c entries or NULL */
+    float *y;
+    float lo, hi;
+} depthwise_args;
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_AVX2_BUILD 1
@@ -54,17 +65,31 @@ static int cpu_has_avx2_fma(void) {
 }
 
 typedef void (*range_fn)(const spmm_args *, int, int, int, int);
+typedef void (*planes_fn)(const depthwise_args *, int, int, float *);
 
-static range_fn pick_isa(int requested, int *chosen) {
+/* The instruction set a call runs: AVX2+FMA when built, supported and not refused. */
+static int pick_isa(int requested) {
 #ifdef HAVE_AVX2_BUILD
-    if (requested != ISA_PORTABLE && cpu_has_avx2_fma()) {
-        *chosen = ISA_AVX2;
-        return spmm_range_avx2;
-    }
+    if (requested != ISA_PORTABLE && cpu_has_avx2_fma()) return ISA_AVX2;
 #endif
     (void)requested;
-    *chosen = ISA_PORTABLE;
+    return ISA_PORTABLE;
+}
+
+static range_fn spmm_for(int isa) {
+#ifdef HAVE_AVX2_BUILD
+    if (isa == ISA_AVX2) return spmm_range_avx2;
+#endif
+    (void)isa;
     return spmm_range_portable;
+}
+
+static planes_fn depthwise_for(int isa) {
+#ifdef HAVE_AVX2_BUILD
+    if (isa == ISA_AVX2) return depthwise_planes_avx2;
+#endif
+    (void)isa;
+    return depthwise_planes_portable;
 }
 
 /* Split the columns when there are enough of them (weights shared, X strips private), else the
@@ -111,25 +136,25 @@ static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t items, Py_ssize
 }
 
 static PyObject *py_spmm(PyObject *self, PyObject *args) {
-    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o;
+    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o, *res_o;
     int m, k, n, br, bc, batch, threads, isa;
     float lo, hi;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOiffii", &m, &k, &n, &br, &bc, &ptr_o, &col_o, &val_o,
-                          &x_o, &y_o, &bias_o, &batch, &lo, &hi, &threads, &isa))
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOOiffii", &m, &k, &n, &br, &bc, &ptr_o, &col_o,
+                          &val_o, &x_o, &y_o, &bias_o, &res_o, &batch, &lo, &hi, &threads, &isa))
         return NULL;
     if (m < 0 || k < 0 || n < 0 || br < 1 || bc < 1 || batch < 0) {
         PyErr_SetString(PyExc_ValueError, "spmm: negative size or empty block");
         return NULL;
     }
     int mblocks = (m + br - 1) / br;
-    Py_buffer ptr_b, col_b, val_b, x_b, y_b, bias_b;
-    int have_bias = bias_o != Py_None;
+    Py_buffer ptr_b, col_b, val_b, x_b, y_b, bias_b, res_b;
+    int have_bias = bias_o != Py_None, have_res = res_o != Py_None;
     if (get_buffer(ptr_o, &ptr_b, mblocks + 1, 4, 0, "block_ptr") < 0) return NULL;
     const int32_t *ptr = ptr_b.buf;
     Py_ssize_t nblocks = ptr[mblocks];
     PyObject *result = NULL;
-    int got_col = 0, got_val = 0, got_x = 0, got_y = 0, got_bias = 0;
+    int got_col = 0, got_val = 0, got_x = 0, got_y = 0, got_bias = 0, got_res = 0;
     if (ptr[0] != 0 || nblocks < 0) {
         PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must start at 0");
         goto done;
@@ -158,14 +183,19 @@ static PyObject *py_spmm(PyObject *self, PyObject *args) {
         if (get_buffer(bias_o, &bias_b, m, 4, 0, "bias") < 0) goto done;
         got_bias = 1;
     }
-    int chosen;
-    range_fn fn = pick_isa(isa, &chosen);
+    if (have_res) {
+        if (get_buffer(res_o, &res_b, (Py_ssize_t)batch * m * n, 4, 0, "residual") < 0) goto done;
+        got_res = 1;
+    }
+    int chosen = pick_isa(isa);
+    range_fn fn = spmm_for(chosen);
     spmm_args a = {m, k, n, br, bc, ptr, cols, val_b.buf, NULL, NULL,
-                   have_bias ? bias_b.buf : NULL, lo, hi};
+                   have_bias ? bias_b.buf : NULL, NULL, lo, hi};
     Py_BEGIN_ALLOW_THREADS
     for (int b = 0; b < batch; ++b) {
         a.x = (const float *)x_b.buf + (size_t)b * k * n;
         a.y = (float *)y_b.buf + (size_t)b * m * n;
+        if (have_res) a.residual = (const float *)res_b.buf + (size_t)b * m * n;
         run_threads(fn, &a, threads);
     }
     Py_END_ALLOW_THREADS
@@ -175,6 +205,72 @@ done:
     if (got_col) PyBuffer_Release(&col_b);
     if (got_val) PyBuffer_Release(&val_b);
     if (got_x) PyBuffer_Release(&x_b);
+    if (got_y) PyBuffer_Release(&y_b);
+    if (got_bias) PyBuffer_Release(&bias_b);
+    if (got_res) PyBuffer_Release(&res_b);
+    return result;
+}
+
+static PyObject *py_depthwise(PyObject *self, PyObject *args) {
+    PyObject *x_o, *w_o, *bias_o, *y_o;
+    int batch, threads, isa;
+    depthwise_args a;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOiiiiiiiiiiiiiiiiffii", &x_o, &w_o, &bias_o, &y_o, &batch,
+                          &a.c, &a.h, &a.w, &a.oh, &a.ow, &a.kh, &a.kw, &a.sh, &a.sw, &a.pt,
+                          &a.pl, &a.pb, &a.pr, &a.dh, &a.dw, &a.lo, &a.hi, &threads, &isa))
+        return NULL;
+    if (batch < 0 || a.c < 0 || a.h < 0 || a.w < 0 || a.oh < 0 || a.ow < 0 || a.kh < 1 ||
+        a.kw < 1 || a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.pt < 0 || a.pl < 0 ||
+        a.pb < 0 || a.pr < 0 || (a.oh - 1) * a.sh + (a.kh - 1) * a.dh >= a.h + a.pt + a.pb ||
+        (a.ow - 1) * a.sw + (a.kw - 1) * a.dw >= a.w + a.pl + a.pr ||
+        a.kh * a.kw > DEPTHWISE_MAX_TAPS) {
+        PyErr_SetString(PyExc_ValueError, "depthwise: invalid geometry");
+        return NULL;
+    }
+    Py_buffer x_b, w_b, y_b, bias_b;
+    int have_bias = bias_o != Py_None, got_w = 0, got_y = 0, got_bias = 0;
+    PyObject *result = NULL;
+    Py_ssize_t planes = (Py_ssize_t)batch * a.c;
+    if (get_buffer(x_o, &x_b, planes * a.h * a.w, 4, 0, "x") < 0) return NULL;
+    if (get_buffer(w_o, &w_b, (Py_ssize_t)a.c * a.kh * a.kw, 4, 0, "weight") < 0) goto done;
+    got_w = 1;
+    if (get_buffer(y_o, &y_b, planes * a.oh * a.ow, 4, 1, "y") < 0) goto done;
+    got_y = 1;
+    if (have_bias) {
+        if (get_buffer(bias_o, &bias_b, a.c, 4, 0, "bias") < 0) goto done;
+        got_bias = 1;
+    }
+    a.x = x_b.buf;
+    a.weight = w_b.buf;
+    a.bias = have_bias ? bias_b.buf : NULL;
+    a.y = y_b.buf;
+    int chosen = pick_isa(isa);
+    planes_fn fn = depthwise_for(chosen);
+    if (threads < 1) threads = 1;
+    size_t scratch_floats = (size_t)(a.h + a.pt + a.pb) * (a.w + a.pl + a.pr) + 16;
+    float *scratch = calloc(scratch_floats * threads, sizeof(float));
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1 && planes > 1)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int p0 = (int)(planes * t / nt), p1 = (int)(planes * (t + 1) / nt);
+        fn(&a, p0, p1, scratch + scratch_floats * t);
+    }
+#else
+    fn(&a, 0, (int)planes, scratch);
+#endif
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    result = PyLong_FromLong(chosen);
+done:
+    PyBuffer_Release(&x_b);
+    if (got_w) PyBuffer_Release(&w_b);
     if (got_y) PyBuffer_Release(&y_b);
     if (got_bias) PyBuffer_Release(&bias_b);
     return result;
@@ -252,8 +348,11 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef methods[] = {
     {"spmm", py_spmm, METH_VARARGS,
-     "spmm(m, k, n, block_rows, block_cols, block_ptr, block_col, values, x, y, bias, batch, lo, "
-     "hi, threads, isa) -> isa used (0 portable, 1 avx2)"},
+     "spmm(m, k, n, block_rows, block_cols, block_ptr, block_col, values, x, y, bias, residual, "
+     "batch, lo, hi, threads, isa) -> isa used (0 portable, 1 avx2)"},
+    {"depthwise", py_depthwise, METH_VARARGS,
+     "depthwise(x, weight, bias, y, batch, c, h, w, oh, ow, kh, kw, sh, sw, pad_top, pad_left, "
+     "pad_bottom, pad_right, dh, dw, lo, hi, threads, isa) -> isa used"},
     {"im2col", py_im2col, METH_VARARGS,
      "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
     {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},

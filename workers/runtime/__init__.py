@@ -10,11 +10,25 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "LatencyBackend": "workers.runtime.latency",
+    "LatencyComparison": "workers.runtime.latency",
+    "LatencyStats": "workers.runtime.latency",
+    "compare_latency": "workers.runtime.latency",
+    "compare_models": "workers.runtime.latency",
+    "get_backend": "workers.runtime.latency",
+    "list_backends": "workers.runtime.latency",
+    "measure_latency": "workers.runtime.latency",
+    "register_backend": "workers.runtime.latency",
+    "SparseExecutor": "workers.runtime.executor",
+    "NMMatrix": "workers.runtime.nm_sparsity",
+    "nm_mask": "workers.runtime.nm_sparsity",
+    "pack_nm": "workers.runtime.nm_sparsity",
     "SparseMatrix": "workers.runtime.sparse_formats",
     "pack": "workers.runtime.sparse_formats",
     "sparsify": "workers.runtime.sparse_formats",
     "to_dense": "workers.runtime.sparse_formats",
     "spmm": "workers.runtime.kernels",
+    "depthwise_conv2d": "workers.runtime.kernels",
     "sparse_conv2d": "workers.runtime.kernels",
     "sparse_linear": "workers.runtime.kernels",
 }

@@ -34,61 +34,116 @@ static inline float ISA(clip1)(float v, float lo, float hi) {
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
-/* One tile kernel per (R, C, NV): NV vectors of VEC_FLOATS columns, R output rows held in registers. */
+/* One tile kernel per (R, C, NV): R output rows x NV vectors of VEC_FLOATS columns held in
+ * registers. It walks block rows [mb0, mb1) and, inside each, the tiles of [n0, n1) (a multiple
+ * of the tile width), so each output row segment is written contiguously. Geometry and
+ * activation bounds are read into locals once: stores to Y may otherwise alias them. */
 #define DEFINE_TILE(R_, C_, NV_)                                                                 \
-    static void ISA(tile_##R_##x##C_##_##NV_)(const spmm_args *a, int mb0, int mb1, int n0) {   \
+    static void ISA(tile_##R_##x##C_##_##NV_)(const spmm_args *a, int mb0, int mb1, int n0,     \
+                                              int n1) {                                         \
         enum { R = R_, C = C_, NV = NV_ };                                                      \
-        const int N = a->n;                                                                     \
+        const int N = a->n, M = a->m;                                                           \
+        const float lo = a->lo, hi = a->hi;                                                     \
+        const float *bias = a->bias, *residual = a->residual, *x = a->x, *values = a->values;   \
+        const int32_t *block_ptr = a->block_ptr, *block_col = a->block_col;                     \
+        float *y = a->y;                                                                        \
         for (int mb = mb0; mb < mb1; ++mb) {                                                    \
-            V8F acc[R][NV];                                                                     \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                               \
-                int row = mb * R + r;                                                           \
-                float b = (a->bias && row < a->m) ? a->bias[row] : 0.0f;                        \
-                _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = SPLAT(b);      \
-                if (a->residual && row < a->m) {                                                \
-                    const float *rp = a->residual + (size_t)row * N + n0;                       \
-                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
-                        acc[r][v] += *(const V8FU *)(rp + VEC_FLOATS * v);                      \
-                }                                                                               \
-            }                                                                                   \
-            const int jend = a->block_ptr[mb + 1];                                              \
-            for (int j = a->block_ptr[mb]; j < jend; ++j) {                                     \
-                const float *w = a->values + (size_t)j * (R * C);                               \
-                const float *xp = a->x + (size_t)a->block_col[j] * N + n0;                      \
-                if (PREFETCH_AHEAD && j + PREFETCH_AHEAD < jend) {                              \
-                    const char *ahead =                                                         \
-                        (const char *)(a->x + (size_t)a->block_col[j + PREFETCH_AHEAD] * N + n0); \
-                    _Pragma("GCC unroll 8") for (int line = 0; line < NV * VEC_FLOATS * 4;      \
-                                                 line += 64) __builtin_prefetch(ahead + line);  \
-                }                                                                               \
-                _Pragma("GCC unroll 4") for (int c = 0; c < C; ++c) {                           \
-                    V8F xv[NV];                                                                 \
-                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
-                        xv[v] = *(const V8FU *)(xp + (size_t)c * N + VEC_FLOATS * v);                    \
-                    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                       \
-                        V8F wv = SPLAT(w[c * R + r]);                                       \
+            const int jbegin = block_ptr[mb], jend = block_ptr[mb + 1];                         \
+            float b[R];                                                                         \
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)                                 \
+                b[r] = (bias && mb * R + r < M) ? bias[mb * R + r] : 0.0f;                      \
+            for (int n = n0; n < n1; n += NV * VEC_FLOATS) {                                    \
+                V8F acc[R][NV];                                                                 \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = SPLAT(b[r]); \
+                    if (residual && mb * R + r < M) {                                           \
+                        const float *rp = residual + (size_t)(mb * R + r) * N + n;              \
                         _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                    \
-                            acc[r][v] += wv * xv[v];                                            \
+                            acc[r][v] += *(const V8FU *)(rp + VEC_FLOATS * v);                  \
                     }                                                                           \
                 }                                                                               \
-            }                                                                                   \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                               \
-                int row = mb * R + r;                                                           \
-                if (row >= a->m) break;                                                         \
-                float *yp = a->y + (size_t)row * N + n0;                                        \
-                _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                            \
-                    *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[r][v], a->lo, a->hi);                \
+                for (int j = jbegin; j < jend; ++j) {                                           \
+                    const float *w = values + (size_t)j * (R * C);                              \
+                    const float *xp = x + (size_t)block_col[j] * N + n;                         \
+                    if (PREFETCH_AHEAD && j + PREFETCH_AHEAD < jend) {                          \
+                        const char *ahead =                                                     \
+                            (const char *)(x + (size_t)block_col[j + PREFETCH_AHEAD] * N + n);  \
+                        _Pragma("GCC unroll 8") for (int line = 0; line < NV * VEC_FLOATS * 4;  \
+                                                     line += 64) __builtin_prefetch(ahead + line); \
+                    }                                                                           \
+                    _Pragma("GCC unroll 4") for (int c = 0; c < C; ++c) {                       \
+                        V8F xv[NV];                                                             \
+                        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                    \
+                            xv[v] = *(const V8FU *)(xp + (size_t)c * N + VEC_FLOATS * v);       \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                   \
+                            V8F wv = SPLAT(w[c * R + r]);                                       \
+                            _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                \
+                                acc[r][v] += wv * xv[v];                                        \
+                        }                                                                       \
+                    }                                                                           \
+                }                                                                               \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
+                    if (mb * R + r >= M) break;                                                 \
+                    float *yp = y + (size_t)(mb * R + r) * N + n;                               \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
+                        *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[r][v], lo, hi);         \
+                }                                                                               \
             }                                                                                   \
         }                                                                                       \
     }
 
-/* Columns left over after the vector tiles: same arithmetic, one column at a time. */
+/* Fewer than VEC_FLOATS columns (matrix-vector products, odd leftovers): scalar code with the
+ * R rows of a block in registers and U interleaved partial sums per row, so consecutive blocks
+ * do not wait on one another's additions. */
+#define DEFINE_SCALAR(R_, C_, U_)                                                                \
+    static void ISA(scalar_##R_##x##C_)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {  \
+        enum { R = R_, C = C_, U = U_ };                                                        \
+        const int N = a->n, M = a->m;                                                           \
+        const float lo = a->lo, hi = a->hi;                                                     \
+        const float *bias = a->bias, *residual = a->residual, *x = a->x, *values = a->values;   \
+        const int32_t *block_ptr = a->block_ptr, *block_col = a->block_col;                     \
+        float *y = a->y;                                                                        \
+        for (int mb = mb0; mb < mb1; ++mb) {                                                    \
+            for (int n = n0; n < n1; ++n) {                                                     \
+                float acc[U][R];                                                                \
+                _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u)                             \
+                    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[u][r] = 0.0f;       \
+                int j = block_ptr[mb];                                                          \
+                const int jend = block_ptr[mb + 1];                                             \
+                for (; j + U <= jend; j += U) {                                                 \
+                    _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u) {                       \
+                        const float *w = values + (size_t)(j + u) * (R * C);                    \
+                        const float *xp = x + (size_t)block_col[j + u] * N + n;                 \
+                        _Pragma("GCC unroll 4") for (int c = 0; c < C; ++c)                     \
+                            _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)                 \
+                                acc[u][r] += w[c * R + r] * xp[(size_t)c * N];                  \
+                    }                                                                           \
+                }                                                                               \
+                for (; j < jend; ++j) {                                                         \
+                    const float *w = values + (size_t)j * (R * C);                              \
+                    const float *xp = x + (size_t)block_col[j] * N + n;                         \
+                    _Pragma("GCC unroll 4") for (int c = 0; c < C; ++c)                         \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)                     \
+                            acc[0][r] += w[c * R + r] * xp[(size_t)c * N];                      \
+                }                                                                               \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
+                    const int row = mb * R + r;                                                 \
+                    if (row >= M) break;                                                        \
+                    float sum = bias ? bias[row] : 0.0f;                                        \
+                    if (residual) sum += residual[(size_t)row * N + n];                         \
+                    _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u) sum += acc[u][r];       \
+                    y[(size_t)row * N + n] = ISA(clip1)(sum, lo, hi);                           \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+/* Any other block shape: generic loops (slow, but exact). */
 static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {
-    const int R = a->block_rows, C = a->block_cols, N = a->n;
+    const int R = a->block_rows, C = a->block_cols, N = a->n, M = a->m;
     for (int mb = mb0; mb < mb1; ++mb) {
-        for (int r = 0; r < R; ++r) {
-            int row = mb * R + r;
-            if (row >= a->m) break;
+        for (int r = 0; r < R && mb * R + r < M; ++r) {
+            const int row = mb * R + r;
             for (int n = n0; n < n1; ++n) {
                 float acc = a->bias ? a->bias[row] : 0.0f;
                 if (a->residual) acc += a->residual[(size_t)row * N + n];
@@ -123,15 +178,26 @@ DEFINE_SHAPE_EXPANDED(1, 1, CSR_NV)
 DEFINE_SHAPE_EXPANDED(4, 1, B41_NV)
 DEFINE_TILE(8, 1, 1)
 DEFINE_SHAPE_EXPANDED(4, 4, B44_NV)
+DEFINE_SCALAR(1, 1, 4)
+DEFINE_SCALAR(4, 1, 2)
+DEFINE_SCALAR(8, 1, 1)
+DEFINE_SCALAR(4, 4, 1)
 
-typedef void (*ISA(tile_fn))(const spmm_args *, int, int, int);
+typedef void (*ISA(tile_fn))(const spmm_args *, int, int, int, int);
 
-#define PICK(R_, C_, NV_) wide = ISA(tile_##R_##x##C_##_##NV_), narrow = ISA(tile_##R_##x##C_##_1), wide_cols = (NV_) * VEC_FLOATS
+#define PICK(R_, C_, NV_)                                                                        \
+    wide = ISA(tile_##R_##x##C_##_##NV_), narrow = ISA(tile_##R_##x##C_##_1),                    \
+    scalar = ISA(scalar_##R_##x##C_), wide_cols = (NV_) * VEC_FLOATS
 #define PICK_EXPANDED(R_, C_, NV_) PICK(R_, C_, NV_)
 
-/* Rows [mb0, mb1) of block rows and columns [n0, n1) of X/Y: wide tiles, one vector, scalar. */
+/* X columns per panel: a panel of X (K rows) stays within about half of a 512 KiB L2. */
+#define PANEL_BYTES (256 * 1024)
+
+/* Rows [mb0, mb1) of block rows and columns [n0, n1) of X/Y, panel by panel: wide tiles, single
+ * vectors, then the last partial vector recomputed overlapping (same values, same order) or, for
+ * ranges narrower than a vector, scalar code. */
 static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {
-    ISA(tile_fn) wide, narrow;
+    ISA(tile_fn) wide, narrow, scalar;
     int wide_cols;
     if (a->block_rows == 1 && a->block_cols == 1) {
         PICK_EXPANDED(1, 1, CSR_NV);
@@ -145,13 +211,20 @@ static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1
         ISA(tile_scalar)(a, mb0, mb1, n0, n1);
         return;
     }
-    int n = n0;
-    for (; n + wide_cols <= n1; n += wide_cols) wide(a, mb0, mb1, n);
-    for (; n + VEC_FLOATS <= n1; n += VEC_FLOATS) narrow(a, mb0, mb1, n);
-    /* A last partial vector is recomputed overlapping the previous one (same values, same
-     * order) when this range is wide enough; only tiny ranges fall back to scalar code. */
-    if (n < n1 && n1 - n0 >= VEC_FLOATS) narrow(a, mb0, mb1, n1 - VEC_FLOATS);
-    else if (n < n1) ISA(tile_scalar)(a, mb0, mb1, n, n1);
+    if (n1 - n0 < VEC_FLOATS) {
+        scalar(a, mb0, mb1, n0, n1);
+        return;
+    }
+    long panel = PANEL_BYTES / (4L * (a->k > 0 ? a->k : 1));
+    panel = panel < wide_cols ? wide_cols : panel / wide_cols * wide_cols;
+    for (int p0 = n0; p0 < n1; p0 += (int)panel) {
+        int p1 = p0 + panel < n1 ? p0 + (int)panel : n1;
+        int wide_end = p0 + (p1 - p0) / wide_cols * wide_cols;
+        int narrow_end = wide_end + (p1 - wide_end) / VEC_FLOATS * VEC_FLOATS;
+        if (wide_end > p0) wide(a, mb0, mb1, p0, wide_end);
+        if (narrow_end > wide_end) narrow(a, mb0, mb1, wide_end, narrow_end);
+        if (narrow_end < p1) narrow(a, mb0, mb1, p1 - VEC_FLOATS, p1);
+    }
 }
 
 #undef PICK
@@ -293,6 +366,7 @@ static void ISA(depthwise_planes)(const depthwise_args *a, int p0, int p1, float
 #undef DEFINE_SHAPE
 #undef DEFINE_SHAPE_EXPANDED
 #undef DEFINE_TILE
+#undef DEFINE_SCALAR
 #undef SPLAT
 #undef V8F
 #undef V8FU

@@ -34,19 +34,23 @@ static inline float ISA(clip1)(float v, float lo, float hi) {
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+/* The arguments as locals: stores to Y could otherwise alias the float fields and force reloads. */
+#define SPMM_LOCALS(a)                                                                           \
+    const int N = (a)->n, M = (a)->m;                                                           \
+    const float lo = (a)->lo, hi = (a)->hi;                                                     \
+    const float *bias = (a)->bias, *residual = (a)->residual, *x = (a)->x;                      \
+    const float *values = (a)->values;                                                          \
+    const int32_t *block_ptr = (a)->block_ptr, *block_col = (a)->block_col;                     \
+    float *y = (a)->y
+
 /* One tile kernel per (R, C, NV): R output rows x NV vectors of VEC_FLOATS columns held in
  * registers. It walks block rows [mb0, mb1) and, inside each, the tiles of [n0, n1) (a multiple
- * of the tile width), so each output row segment is written contiguously. Geometry and
- * activation bounds are read into locals once: stores to Y may otherwise alias them. */
+ * of the tile width), so each output row segment is written contiguously. */
 #define DEFINE_TILE(R_, C_, NV_)                                                                 \
     static void ISA(tile_##R_##x##C_##_##NV_)(const spmm_args *a, int mb0, int mb1, int n0,     \
                                               int n1) {                                         \
         enum { R = R_, C = C_, NV = NV_ };                                                      \
-        const int N = a->n, M = a->m;                                                           \
-        const float lo = a->lo, hi = a->hi;                                                     \
-        const float *bias = a->bias, *residual = a->residual, *x = a->x, *values = a->values;   \
-        const int32_t *block_ptr = a->block_ptr, *block_col = a->block_col;                     \
-        float *y = a->y;                                                                        \
+        SPMM_LOCALS(a);                                                                         \
         for (int mb = mb0; mb < mb1; ++mb) {                                                    \
             const int jbegin = block_ptr[mb], jend = block_ptr[mb + 1];                         \
             float b[R];                                                                         \
@@ -98,11 +102,7 @@ static inline float ISA(clip1)(float v, float lo, float hi) {
 #define DEFINE_SCALAR(R_, C_, U_)                                                                \
     static void ISA(scalar_##R_##x##C_)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {  \
         enum { R = R_, C = C_, U = U_ };                                                        \
-        const int N = a->n, M = a->m;                                                           \
-        const float lo = a->lo, hi = a->hi;                                                     \
-        const float *bias = a->bias, *residual = a->residual, *x = a->x, *values = a->values;   \
-        const int32_t *block_ptr = a->block_ptr, *block_col = a->block_col;                     \
-        float *y = a->y;                                                                        \
+        SPMM_LOCALS(a);                                                                         \
         for (int mb = mb0; mb < mb1; ++mb) {                                                    \
             for (int n = n0; n < n1; ++n) {                                                     \
                 float acc[U][R];                                                                \
@@ -307,36 +307,32 @@ static void ISA(depthwise_row)(const depthwise_args *a, const float *padded, int
         return;
     }
     const float *top = padded + (size_t)(i * a->sh) * pw;
-    int j = 0;
-    for (; j + DW_NV * VEC_FLOATS <= ow; j += DW_NV * VEC_FLOATS) {
+    /* Vector starts clamped to ow - VEC_FLOATS: the last group may repeat a vector (same values
+     * written twice) but every group keeps DW_NV independent FMA chains. */
+    for (int start = 0; start < ow; start += DW_NV * VEC_FLOATS) {
+        int pos[DW_NV];
+        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v) {
+            int at = start + v * VEC_FLOATS;
+            pos[v] = at + VEC_FLOATS <= ow ? at : ow - VEC_FLOATS;
+        }
         V8F acc[DW_NV];
         _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v) acc[v] = SPLAT(b);
         for (int ki = 0; ki < kh; ++ki) {
-            const float *row = top + (size_t)(ki * dh) * pw + (size_t)j * sw;
+            const float *row = top + (size_t)(ki * dh) * pw;
             for (int kj = 0; kj < kw; ++kj) {
                 const V8F w = taps[ki * kw + kj];
                 const float *p = row + kj * dw;
                 if (sw == 1) {
                     _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
-                        acc[v] += w * *(const V8FU *)(p + v * VEC_FLOATS);
+                        acc[v] += w * *(const V8FU *)(p + pos[v]);
                 } else {
                     _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
-                        acc[v] += w * ISA(load_stride)(p + 2 * v * VEC_FLOATS, 2);
+                        acc[v] += w * ISA(load_stride)(p + 2 * pos[v], 2);
                 }
             }
         }
         _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
-            *(V8FU *)(d + j + v * VEC_FLOATS) = ISA(clip8)(acc[v], lo, hi);
-    }
-    for (; j < ow; j += VEC_FLOATS) {
-        if (j + VEC_FLOATS > ow) j = ow - VEC_FLOATS; /* overlap: same values again */
-        V8F acc = SPLAT(b);
-        for (int ki = 0; ki < kh; ++ki) {
-            const float *row = top + (size_t)(ki * dh) * pw + (size_t)j * sw;
-            for (int kj = 0; kj < kw; ++kj)
-                acc += taps[ki * kw + kj] * ISA(load_stride)(row + kj * dw, sw);
-        }
-        *(V8FU *)(d + j) = ISA(clip8)(acc, lo, hi);
+            *(V8FU *)(d + pos[v]) = ISA(clip8)(acc[v], lo, hi);
     }
 }
 #undef DW_NV
@@ -367,6 +363,7 @@ static void ISA(depthwise_planes)(const depthwise_args *a, int p0, int p1, float
 #undef DEFINE_SHAPE_EXPANDED
 #undef DEFINE_TILE
 #undef DEFINE_SCALAR
+#undef SPMM_LOCALS
 #undef SPLAT
 #undef V8F
 #undef V8FU

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Read by every OpenMP runtime in the process (torch's and the kernels') when it loads: idle
 # threads spin ~tens of microseconds, not ~milliseconds, so alternating runners with separate
 # thread pools do not take each other's cores.
-os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402

@@ -7,6 +7,8 @@ exported with ``torch.onnx.export(dynamo=False)``. Sparse models zero 90% of eve
 and Gemm weight (the 3-channel stem stays dense, as in "Fast Sparse ConvNets") by magnitude,
 unstructured or in 4x1 blocks; the reference is the same dense-with-zeros file in plain
 onnxruntime (which does not exploit zeros), timed alternately in one process, outputs compared.
+Idle onnxruntime threads do not spin in either runner (``session.intra_op.allow_spinning=0``):
+a spinning pool keeps a core busy after its run and would slow whichever runner comes next.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("GOMP_SPINCOUNT", "30000")  # see bench/kernels.py
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # see bench/kernels.py
 
 import onnx  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 from workers.runtime.executor import SparseExecutor  # noqa: E402
@@ -31,13 +31,65 @@ from workers.runtime.latency import compare_latency, get_backend  # noqa: E402
 from workers.runtime.sparse_formats import BLOCK_SHAPES, sparsify  # noqa: E402
 
 
-def export(module: torch.nn.Module, image_size: int = 224) -> onnx.ModelProto:
-    """ONNX of an eval-mode module on a (1, 3, size, size) input named "x"."""
+def _torchvision_model(name: str):
+    import torchvision
+
+    resnet = torchvision.models.ResNet
+    bottleneck = torchvision.models.resnet.Bottleneck
+    builders = {
+        "MobileNetV2": lambda: torchvision.models.mobilenet_v2(weights=None),
+        "ResNet-50": lambda: torchvision.models.resnet50(weights=None),
+        # Structured pruning of every bottleneck's inner width, built directly: x0.5 rounded to
+        # multiples of 8 (32/64/128/256), and x0.48 with odd counts (31/62/124/248).
+        "ResNet-50 inner x0.5 (multiples of 8)": lambda: resnet(
+            bottleneck, [3, 4, 6, 3], width_per_group=32
+        ),
+        "ResNet-50 inner x0.48 (odd)": lambda: resnet(bottleneck, [3, 4, 6, 3], width_per_group=31),
+    }
+    return builders[name]()
+
+
+def export(name: str, image_size: int = 224) -> onnx.ModelProto:
+    """ONNX (legacy exporter) of a torchvision model with random weights, input "x"."""
+    import torch
+
     torch.manual_seed(0)
     buffer = io.BytesIO()
     x = torch.randn(1, 3, image_size, image_size)
-    torch.onnx.export(module.eval(), (x,), buffer, dynamo=False, input_names=["x"])
+    module = _torchvision_model(name).eval()
+    torch.onnx.export(module, (x,), buffer, dynamo=False, input_names=["x"])
     return onnx.load_from_string(buffer.getvalue())
+
+
+def _file_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name) + ".onnx"
+
+
+def save_skeleton(name: str, directory: str) -> None:
+    """Save the graph with its large weights in a side file, which need not travel."""
+    model = export(name)
+    path = os.path.join(directory, _file_name(name))
+    onnx.save(model, path, save_as_external_data=True, location=_file_name(name) + ".data")
+
+
+def load_model(name: str, models_dir: str | None) -> onnx.ModelProto:
+    """Export from torchvision, or load a skeleton and fill its external weights at random.
+
+    Random weights are scaled by 1/sqrt(fan-in) so activations stay finite; the comparisons in
+    this script only need the same weights on both sides.
+    """
+    if models_dir is None:
+        return export(name)
+    model = onnx.load(os.path.join(models_dir, _file_name(name)), load_external_data=False)
+    rng = np.random.default_rng(0)
+    for index, init in enumerate(model.graph.initializer):
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        dims = tuple(init.dims)
+        fan_in = int(np.prod(dims[1:])) if len(dims) > 1 else 100
+        values = (rng.standard_normal(dims) / np.sqrt(fan_in)).astype(np.float32)
+        model.graph.initializer[index].CopyFrom(numpy_helper.from_array(values, init.name))
+    return model
 
 
 def count_macs(model: onnx.ModelProto) -> int:
@@ -80,22 +132,20 @@ def sparsify_model(model: onnx.ModelProto, sparsity: float, fmt: str) -> onnx.Mo
     return pruned
 
 
-def sparse_table(threads_list: list[int], repeats: int, quick: bool) -> None:
-    models = {"MobileNetV2": torchvision.models.mobilenet_v2(weights=None)}
-    if not quick:
-        models["ResNet-50"] = torchvision.models.resnet50(weights=None)
+def sparse_table(threads_list: list[int], repeats: int, quick: bool, models_dir) -> None:
+    names = ["MobileNetV2"] if quick else ["MobileNetV2", "ResNet-50"]
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
     print("\n### Sparse models (90% of weight-layer weights zero), batch 1, 224x224\n")
     print("| model | pattern | threads | onnxruntime dense ms (p10-p90) | sparse executor ms "
           "(p10-p90) | speed-up | max rel err | kernel layers / ORT segments |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
-    for name, module in models.items():
-        dense = export(module)
+    for name in names:
+        dense = load_model(name, models_dir)
         for pattern in ("csr", "4x1"):
             model = sparsify_model(dense, 0.9, pattern)
             for threads in threads_list:
                 executor = SparseExecutor(model, threads=threads, fmt=pattern)
-                reference = get_backend("onnxruntime").load(model, threads)
+                reference = get_backend("onnxruntime", spinning=False).load(model, threads)
                 result = compare_latency(executor.run, reference, feeds, warmup=3, repeats=repeats)
                 ref, cand = result.reference, result.candidate
                 print(
@@ -108,30 +158,24 @@ def sparse_table(threads_list: list[int], repeats: int, quick: bool) -> None:
                 )
 
 
-def structured_table(threads_list: list[int], repeats: int) -> None:
+STRUCTURED = ["ResNet-50 inner x0.5 (multiples of 8)", "ResNet-50 inner x0.48 (odd)"]
+
+
+def structured_table(threads_list: list[int], repeats: int, models_dir) -> None:
     """ResNet-50 with bottleneck widths halved: rounded to 8 (width_per_group=32) and odd (31)."""
     feeds = {"x": np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)}
-    block = torchvision.models.resnet.Bottleneck
-    base = export(torchvision.models.resnet50(weights=None))
-    variants = {
-        "widths x0.5, multiples of 8 (32/64/128/256)": torchvision.models.ResNet(
-            block, [3, 4, 6, 3], width_per_group=32
-        ),
-        "widths x0.48, odd (31/62/124/248)": torchvision.models.ResNet(
-            block, [3, 4, 6, 3], width_per_group=31
-        ),
-    }
+    base = load_model("ResNet-50", models_dir)
     base_macs = count_macs(base)
     print("\n### Structured pruning, ResNet-50 in onnxruntime (batch 1, 224x224)\n")
     print(f"Dense ResNet-50: {base_macs / 1e9:.2f} GMAC. Efficiency = latency reduction / MAC "
           "reduction = (1 - latency ratio) / (1 - MAC ratio); target >= 0.9.\n")  # fmt: skip
     print("| variant | threads | MAC ratio | dense ms | pruned ms | latency ratio | efficiency |")
     print("|---|---|---|---|---|---|---|")
-    for label, module in variants.items():
-        pruned = export(module)
+    for label in STRUCTURED:
+        pruned = load_model(label, models_dir)
         mac_ratio = count_macs(pruned) / base_macs
         for threads in threads_list:
-            backend = get_backend("onnxruntime")
+            backend = get_backend("onnxruntime", spinning=False)
             result = compare_latency(
                 backend.load(pruned, threads), backend.load(base, threads), feeds,
                 warmup=3, repeats=repeats, check_outputs=False,
@@ -152,12 +196,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--skip-structured", action="store_true")
+    parser.add_argument("--models-dir", help="load saved skeletons (no torchvision needed)")
+    parser.add_argument("--save-skeletons", metavar="DIR", help="export the models and exit")
     args = parser.parse_args()
+    if args.save_skeletons:
+        os.makedirs(args.save_skeletons, exist_ok=True)
+        for name in ["MobileNetV2", "ResNet-50", *STRUCTURED]:
+            save_skeleton(name, args.save_skeletons)
+        return
     repeats = args.repeats or (8 if args.quick else 20)
-    print(f"torch {torch.__version__}, onnx {onnx.__version__}, load {os.getloadavg()}")
-    sparse_table(args.threads, repeats, args.quick)
+    import onnxruntime
+
+    print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, "
+          f"cores {os.cpu_count()}, affinity {len(os.sched_getaffinity(0))}, "
+          f"load {os.getloadavg()}")  # fmt: skip
+    sparse_table(args.threads, repeats, args.quick, args.models_dir)
     if not args.skip_structured:
-        structured_table(args.threads, max(repeats // 2, 5) if args.quick else repeats)
+        structured_table(
+            args.threads, max(repeats // 2, 5) if args.quick else repeats, args.models_dir
+        )
 
 
 if __name__ == "__main__":

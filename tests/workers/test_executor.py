@@ -62,3 +62,33 @@ def test_dense_layers_stay_in_onnxruntime() -> None:
     assert executor.segment_count == 2
     x = np.random.default_rng(3).standard_normal((1, 3, 15, 13)).astype(np.float32)
     _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))
+
+
+def test_unsupported_layers_fall_back_to_onnxruntime() -> None:
+    """Grouped (not depthwise) Conv, auto_pad SAME and Gemm with alpha != 1 stay dense."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+
+    def sparse(*shape):
+        w = rng.standard_normal(shape).astype(np.float32)
+        return w * (rng.random(shape) > 0.9)
+
+    arrays = {"g.w": sparse(8, 2, 3, 3), "s.w": sparse(8, 8, 3, 3), "fc.w": sparse(5, 8 * 36)}
+    nodes = [
+        helper.make_node("Conv", ["x", "g.w"], ["g"], "grouped", group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["g", "s.w"], ["s"], "same", auto_pad="SAME_UPPER"),
+        helper.make_node("Flatten", ["s"], ["f"], "flatten"),
+        helper.make_node("Gemm", ["f", "fc.w"], ["y"], "fc", transB=1, alpha=0.5),
+    ]
+    graph = helper.make_graph(
+        nodes, "fallback",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    executor = SparseExecutor(model, min_sparsity=0.5)
+    assert executor.kernel_layers == [] and executor.segment_count == 1
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))

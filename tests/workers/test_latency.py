@@ -60,7 +60,7 @@ def test_every_backend_runs_and_measures(backend_name: str, tiny_model) -> None:
 def test_summarize_flags_noise() -> None:
     quiet = summarize([10.0, 10.1, 9.9, 10.0, 10.05, 9.95, 10.0, 10.02])
     assert quiet.median_ms == pytest.approx(10.0) and not quiet.noisy
-    noisy = summarize([10.0, 14.0, 9.0, 20.0, 10.0, 11.0, 30.0, 10.0])
+    noisy = summarize([10.0, 14.0, 9.0, 20.0, 10.0, 13.0, 30.0, 10.0])
     assert noisy.noisy and noisy.relative_spread > 0.1
     assert summarize([1.0, 1.0, 1.0]).noisy  # too few samples to trust
     with pytest.raises(ValueError):

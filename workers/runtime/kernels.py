@@ -17,7 +17,7 @@ from workers.runtime.sparse_formats import SparseMatrix
 
 # libgomp reads this when the extension loads: spin briefly (~tens of microseconds) between
 # layers instead of the default ~0.3 s, so idle kernel threads do not starve onnxruntime's.
-os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 try:
     from workers.runtime import _sparse_kernels as _ext  # type: ignore[attr-defined]

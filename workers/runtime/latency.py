@@ -99,17 +99,21 @@ class LatencyStats:
 
     @property
     def relative_spread(self) -> float:
-        """(p90 - p10) / median: 0.05 is a quiet machine, above the noise threshold is not."""
-        return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
+        """IQR / median: a few percent on a quiet machine; above the noise threshold is noisy."""
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else 0.0
 
 
 def summarize(samples_ms: Sequence[float], noise_threshold: float = 0.1) -> LatencyStats:
-    """Median, p10/p90, IQR and a noise flag (relative p10-p90 spread above the threshold)."""
+    """Median, p10/p90, IQR and a noise flag (IQR / median above the threshold, or < 5 samples).
+
+    The flag uses the IQR rather than p10-p90: with tens of samples, one preempted run moves p90
+    but not the quartiles, and a ranking should be distrusted only when the bulk of runs spread.
+    """
     data = np.asarray(samples_ms, dtype=np.float64)
     if data.size == 0:
         raise ValueError("no timing samples")
     p10, q25, median, q75, p90 = np.percentile(data, [10, 25, 50, 75, 90])
-    spread = (p90 - p10) / median if median > 0 else 0.0
+    spread = (q75 - q25) / median if median > 0 else 0.0
     return LatencyStats(
         samples_ms=tuple(float(v) for v in data),
         median_ms=float(median),
@@ -147,7 +151,8 @@ class LatencyComparison:
             (relative to the reference's largest magnitude); None when outputs were not compared.
         outputs_match: whether that error is within the tolerance (True when not compared).
         load_average: the 1-minute system load when measuring finished (compare to the cores).
-        noisy: either runner noisy, the ratio spread above the threshold, or the machine loaded.
+        noisy: either runner noisy, the ratio's IQR / median above the threshold, or the machine
+            loaded (1-minute load average above the core count).
     """
 
     candidate: LatencyStats
@@ -221,7 +226,7 @@ def compare_latency(
         matches = rel_error <= rtol
     cand_stats = summarize(cand_ms, noise_threshold)
     ref_stats = summarize(ref_ms, noise_threshold)
-    p10, median, p90 = np.percentile(ratios, [10, 50, 90])
+    p10, q25, median, q75, p90 = np.percentile(ratios, [10, 25, 50, 75, 90])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     busy = load > (os.cpu_count() or 1)
     return LatencyComparison(
@@ -234,7 +239,7 @@ def compare_latency(
         max_rel_error=rel_error,
         outputs_match=matches,
         load_average=float(load),
-        noisy=cand_stats.noisy or ref_stats.noisy or (p90 - p10) / median > noise_threshold or busy,
+        noisy=cand_stats.noisy or ref_stats.noisy or (q75 - q25) / median > noise_threshold or busy,
     )
 
 

@@ -43,9 +43,10 @@ def test_pack_roundtrip_and_spmm_matches_dense(fmt: str, shape, sparsity: float)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("clip", [None, (0.0, np.inf), (0.0, 6.0), (-1.0, 1.0)])
-def test_bias_activation_threads_and_isa(fmt: str, isa: str, threads: int, clip) -> None:
+@pytest.mark.parametrize("n", [77, 601])  # threads split rows, then columns
+def test_bias_activation_threads_and_isa(fmt: str, isa: str, threads: int, clip, n: int) -> None:
     rng = np.random.default_rng(7)
-    m, k, n = 37, 24, 77
+    m, k = 37, 24
     w = sparsify(rng.standard_normal((m, k)), 0.8, BLOCK_SHAPES[fmt])
     x = rng.standard_normal((2, k, n)).astype(np.float32) * 3
     bias = rng.standard_normal(m).astype(np.float32)
@@ -70,6 +71,19 @@ def test_edge_cases_empty_rows_all_zero_and_single_column(fmt: str) -> None:
     y = kernels.spmm(packed_zero, x, bias, (0.0, 5.0), threads=2)
     np.testing.assert_array_equal(y, np.clip(np.broadcast_to(bias[:, None], (10, 9)), 0, 5))
     assert kernels.spmm(pack(w, fmt), x[:, :0]).shape == (10, 0)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_row_split_balances_skewed_rows(threads: int) -> None:
+    """Rows split by stored blocks: a few dense rows among empty ones still come out right."""
+    rng = np.random.default_rng(19)
+    w = np.zeros((40, 32), dtype=np.float32)
+    w[:3] = rng.standard_normal((3, 32))
+    w[37] = rng.standard_normal(32)
+    x = rng.standard_normal((32, 50)).astype(np.float32)
+    for fmt in FORMATS:
+        y = kernels.spmm(pack(w, fmt), x, threads=threads)
+        np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4)
 
 
 def test_portable_path_is_forced_by_argument_and_environment(

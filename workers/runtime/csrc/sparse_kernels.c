@@ -55,6 +55,9 @@ typedef struct {
 
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AUTO = -1 };
 
+/* Below this many columns per thread, threads split rows instead (see run_threads). */
+#define COLUMNS_PER_THREAD 256
+
 static int cpu_has_avx2_fma(void) {
 #ifdef HAVE_AVX2_BUILD
     __builtin_cpu_init();
@@ -92,8 +95,23 @@ static planes_fn depthwise_for(int isa) {
     return depthwise_planes_portable;
 }
 
-/* Split the columns when there are enough of them (weights shared, X strips private), else the
- * block rows; chunks of columns stay multiples of 8 so every thread runs the vector tiles. */
+/* First block row of thread t's share when block rows are split by stored blocks, so threads get
+ * equal work even when the sparsity differs between rows. */
+static int balanced_row(const spmm_args *a, int mblocks, int t, int nt) {
+    long total = a->block_ptr[mblocks], target = total * t / nt;
+    int lo = 0, hi = mblocks;
+    if (total == 0) return (int)((long)mblocks * t / nt);
+    while (lo < hi) { /* first row whose start offset reaches the target */
+        int mid = (lo + hi) / 2;
+        if (a->block_ptr[mid] < target) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Split the columns when every thread gets several full-width tiles (weights shared, X strips
+ * private); otherwise split the block rows by stored blocks, so each thread runs the same tile
+ * sequence as one thread would, on its share of the weights. */
 static void run_threads(range_fn fn, const spmm_args *a, int threads) {
     int mblocks = (a->m + a->block_rows - 1) / a->block_rows;
     int col_groups = (a->n + 7) / 8;
@@ -101,7 +119,7 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
         fn(a, 0, mblocks, 0, a->n);
         return;
     }
-    int split_cols = col_groups >= 4 * threads;
+    int split_cols = a->n >= threads * COLUMNS_PER_THREAD || mblocks < 2 * threads;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
     {
@@ -114,7 +132,8 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
             int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
             if (n0 < n1) fn(a, 0, mblocks, n0, n1);
         } else {
-            int b0 = (int)((long)mblocks * t / nt), b1 = (int)((long)mblocks * (t + 1) / nt);
+            int b0 = balanced_row(a, mblocks, t, nt), b1 = balanced_row(a, mblocks, t + 1, nt);
+            if (t == nt - 1) b1 = mblocks;
             if (b0 < b1) fn(a, b0, b1, 0, a->n);
         }
     }

@@ -101,7 +101,6 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"kernels ISA: {kernels.selected_isa()}, build: {kernels.build_info()}, "
           f"onnxruntime {ort.__version__}, torch {torch.__version__}")  # fmt: skip
-    scaling: dict[tuple, dict[str, float]] = {}
     for threads in args.threads:
         print(f"\n### {threads} thread(s): speed-up over dense MKL GEMM (torch.mm)\n")
         header = ["M x K x N", "sparsity", "limit", *FORMATS, "torch CSR", "onnxruntime"]
@@ -120,8 +119,6 @@ def main() -> None:
                         warmup=2, repeats=repeats,
                     )  # fmt: skip
                     row.append(cell(result))
-                    if sparsity == 0.9:
-                        scaling.setdefault((m, k, n, fmt), {})[threads] = result.candidate.median_ms
                 weight = sparsify(weight_dense, sparsity)
                 dense = torch_dense(weight, threads)
                 for make in (torch_csr, ort_matmul):
@@ -137,13 +134,26 @@ def main() -> None:
             )  # fmt: skip
             print(f"| {m}x{k}x{n} | 2:4 (as CSR) | 2.0x | {cell(result)} | | | | | |", flush=True)
     if len(args.threads) > 1 and 1 in args.threads:
-        other = max(args.threads)
-        print(f"\n### Thread scaling at 90%: time(1 thread) / time({other} threads)\n")
-        print("| M x K x N | " + " | ".join(FORMATS) + " |")
-        print("|---|" + "---|" * len(FORMATS))
-        for m, k, n in shapes:
-            ratios = [scaling[(m, k, n, f)][1] / scaling[(m, k, n, f)][other] for f in FORMATS]
-            print(f"| {m}x{k}x{n} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+        thread_scaling(shapes, max(args.threads), repeats)
+
+
+def thread_scaling(shapes: list[tuple[int, int, int]], threads: int, repeats: int) -> None:
+    """time(1 thread) / time(N threads) at 90%, the two runners timed alternately."""
+    rng = np.random.default_rng(1)
+    print(f"\n### Thread scaling at 90%: time(1 thread) / time({threads} threads), interleaved\n")
+    print("| M x K x N | " + " | ".join(FORMATS) + " |")
+    print("|---|" + "---|" * len(FORMATS))
+    for m, k, n in shapes:
+        weight_dense = rng.standard_normal((m, k)).astype(np.float32)
+        feeds = {"x": rng.standard_normal((k, n)).astype(np.float32)}
+        cells = []
+        for fmt in FORMATS:
+            matrix = pack(sparsify(weight_dense, 0.9, BLOCK_SHAPES[fmt]), fmt)
+            result = compare_latency(
+                ours(matrix, threads, n), ours(matrix, 1, n), feeds, warmup=3, repeats=2 * repeats
+            )
+            cells.append(cell(result))
+        print(f"| {m}x{k}x{n} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

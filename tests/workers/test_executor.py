@@ -92,3 +92,35 @@ def test_unsupported_layers_fall_back_to_onnxruntime() -> None:
     assert executor.kernel_layers == [] and executor.segment_count == 1
     x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
     _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))
+
+
+def test_chained_residual_adds_all_fuse() -> None:
+    """r1 = conv_a(x) + x; r2 = relu(conv_b(r1) + r1): the second Add reads a fused Add's output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(6)
+    arrays = {
+        name: (rng.standard_normal((8, 8, 1, 1)) * (rng.random((8, 8, 1, 1)) > 0.8)).astype(
+            np.float32
+        )
+        for name in ("a.w", "b.w")
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "a.w"], ["a"], "conv_a"),
+        helper.make_node("Add", ["a", "x"], ["r1"], "add_1"),
+        helper.make_node("Conv", ["r1", "b.w"], ["b"], "conv_b"),
+        helper.make_node("Add", ["r1", "b"], ["r2"], "add_2"),
+        helper.make_node("Relu", ["r2"], ["y"], "relu"),
+    ]
+    graph = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 5, 5])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    executor = SparseExecutor(model, threads=2)
+    assert [layer.residual_name for layer in executor.kernel_layers] == ["x", "r1"]
+    assert executor.kernel_layers[1].clip == (0.0, float("inf")) and executor.segment_count == 0
+    x = rng.standard_normal((2, 8, 5, 5)).astype(np.float32)
+    _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))

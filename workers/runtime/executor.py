@@ -92,6 +92,9 @@ class SparseExecutor:
         min_sparsity: layers with fewer zero weights stay dense in onnxruntime.
         optimization: onnxruntime graph optimisation level for the dense segments.
 
+    Each kernel layer reuses its output arrays between runs, so one executor must not run from
+    two threads at once (make one executor per thread).
+
     Example:
         >>> executor = SparseExecutor(onnx.load("pruned.onnx"), threads=2)  # doctest: +SKIP
         >>> logits = executor.run({"input": batch})[0]  # doctest: +SKIP
@@ -134,9 +137,13 @@ class SparseExecutor:
                     steps.append(_Segment([]))
                 steps[-1].nodes.append(node)  # type: ignore[union-attr]
             else:
-                fused |= self._fuse_followers(
+                followers = self._fuse_followers(
                     layer, nodes, index, available, constants, graph_outputs
                 )
+                fused |= followers
+                # Fused nodes run in this step: their outputs exist for every later node.
+                for follower in followers:
+                    available.update(nodes[follower].output)
                 steps.append(layer)
             available.update(node.output)
         self.steps = steps
@@ -151,6 +158,16 @@ class SparseExecutor:
             return None
         return readers[0]
 
+    def _same_shape(self, first: str, second: str) -> bool:
+        """True when shape inference gave both values the same full shape (no broadcasting)."""
+        shapes = []
+        for name in (first, second):
+            value_type = self._types.get(name)
+            if value_type is None or not value_type.tensor_type.HasField("shape"):
+                return False
+            shapes.append([d.dim_param or d.dim_value for d in value_type.tensor_type.shape.dim])
+        return shapes[0] == shapes[1] and all(dim != 0 for dim in shapes[0])
+
     def _fuse_followers(self, layer, nodes, index, available, constants, graph_outputs) -> set[int]:
         """Fuse a residual Add whose other input already exists, then a Relu/Clip, into layer."""
         fused: set[int] = set()
@@ -158,7 +175,8 @@ class SparseExecutor:
         if follower is not None and nodes[follower].op_type == "Add" and layer.is_sparse:
             add = nodes[follower]
             other = add.input[1] if add.input[0] == layer.output_name else add.input[0]
-            if other in available and other not in constants and other != layer.output_name:
+            fusable = other in available and other not in constants
+            if fusable and other != layer.output_name and self._same_shape(other, add.output[0]):
                 layer.residual_name, layer.output_name = other, add.output[0]
                 fused.add(follower)
                 follower = self._only_consumer(layer.output_name, nodes, graph_outputs)

@@ -6,7 +6,9 @@ Every entry is a median over rounds of dense-time / candidate-time, the two time
 the same process (``workers.runtime.latency.compare_latency``), and every output is checked
 against the dense product. "~" marks a noisy ratio (p10-p90 spread > 10% or a loaded machine).
 Baselines: onnxruntime (MatMul with the zeros in a dense initializer, the way it runs pruned
-weights) and torch's CSR (MKL sparse). 2:4 on CPU runs as CSR at 50% (no CPU instruction for it).
+weights) and torch's CSR (MKL sparse); the last column is the dense GEMM's own throughput. On a
+CPU with AVX-512, ``MKL_ENABLE_INSTRUCTIONS=AVX2`` makes the dense baseline an AVX2 one, like the
+kernels. 2:4 on CPU runs as CSR at 50% (no CPU instruction for it).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def main() -> None:
           f"onnxruntime {ort.__version__}, torch {torch.__version__}")  # fmt: skip
     for threads in args.threads:
         print(f"\n### {threads} thread(s): speed-up over dense MKL GEMM (torch.mm)\n")
-        header = ["M x K x N", "sparsity", "limit", *FORMATS, "torch CSR", "onnxruntime"]
+        header = ["M x K x N", "sparsity", "limit", *FORMATS, "torch CSR", "onnxruntime",
+                  "dense GMAC/s"]  # fmt: skip
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for m, k, n in shapes:
@@ -112,6 +115,7 @@ def main() -> None:
             feeds = {"x": x}
             for sparsity in SPARSITIES:
                 row = [f"{m}x{k}x{n}", f"{sparsity:.0%}", f"{1 / (1 - sparsity):.1f}x"]
+                dense_ms = []
                 for fmt in FORMATS:
                     weight = sparsify(weight_dense, sparsity, BLOCK_SHAPES[fmt])
                     result = compare_latency(
@@ -119,6 +123,7 @@ def main() -> None:
                         warmup=2, repeats=repeats,
                     )  # fmt: skip
                     row.append(cell(result))
+                    dense_ms.append(result.reference.median_ms)
                 weight = sparsify(weight_dense, sparsity)
                 dense = torch_dense(weight, threads)
                 for make in (torch_csr, ort_matmul):
@@ -126,13 +131,14 @@ def main() -> None:
                         make(weight, threads), dense, feeds, warmup=2, repeats=repeats
                     )
                     row.append(cell(result))
+                row.append(f"{m * k * n / np.median(dense_ms) / 1e6:.1f}")
                 print("| " + " | ".join(row) + " |", flush=True)
             pruned = weight_dense * nm_mask(weight_dense)
             result = compare_latency(
                 ours(nm_to_cpu_format(pack_nm(pruned)), threads, n), torch_dense(pruned, threads),
                 feeds, warmup=2, repeats=repeats,
             )  # fmt: skip
-            print(f"| {m}x{k}x{n} | 2:4 (as CSR) | 2.0x | {cell(result)} | | | | | |", flush=True)
+            print(f"| {m}x{k}x{n} | 2:4 (as CSR) | 2.0x | {cell(result)} | | | | | | |", flush=True)
     if len(args.threads) > 1 and 1 in args.threads:
         thread_scaling(shapes, max(args.threads), repeats)
 

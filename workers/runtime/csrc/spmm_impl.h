@@ -161,7 +161,7 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
 /* Register budget (16 vector registers on AVX2 and SSE2): R * NV accumulators, NV loads of X and
  * one broadcast weight. Enough independent accumulators hide the FMA latency. */
 #ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 8
+#define PREFETCH_AHEAD 4
 #endif
 #ifndef CSR_NV
 #define CSR_NV 8
@@ -175,6 +175,12 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
 #define DEFINE_SHAPE(R_, C_, NV_) DEFINE_TILE(R_, C_, NV_) DEFINE_TILE(R_, C_, 1)
 #define DEFINE_SHAPE_EXPANDED(R_, C_, NV_) DEFINE_SHAPE(R_, C_, NV_)
 DEFINE_SHAPE_EXPANDED(1, 1, CSR_NV)
+#if CSR_NV > 4
+DEFINE_TILE(1, 1, 4)
+#define CSR_MID ISA(tile_1x1_4)
+#else
+#define CSR_MID NULL
+#endif
 DEFINE_SHAPE_EXPANDED(4, 1, B41_NV)
 DEFINE_TILE(8, 1, 1)
 DEFINE_SHAPE_EXPANDED(4, 4, B44_NV)
@@ -197,10 +203,11 @@ typedef void (*ISA(tile_fn))(const spmm_args *, int, int, int, int);
  * vectors, then the last partial vector recomputed overlapping (same values, same order) or, for
  * ranges narrower than a vector, scalar code. */
 static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {
-    ISA(tile_fn) wide, narrow, scalar;
+    ISA(tile_fn) wide, narrow, scalar, mid = NULL;
     int wide_cols;
     if (a->block_rows == 1 && a->block_cols == 1) {
         PICK_EXPANDED(1, 1, CSR_NV);
+        mid = CSR_MID; /* 4 vectors: enough chains for short rows where 8 do not fit */
     } else if (a->block_rows == 4 && a->block_cols == 1) {
         PICK_EXPANDED(4, 1, B41_NV);
     } else if (a->block_rows == 8 && a->block_cols == 1) {
@@ -217,17 +224,31 @@ static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1
     }
     long panel = PANEL_BYTES / (4L * (a->k > 0 ? a->k : 1));
     panel = panel < wide_cols ? wide_cols : panel / wide_cols * wide_cols;
+    const int mid_cols = 4 * VEC_FLOATS;
     for (int p0 = n0; p0 < n1; p0 += (int)panel) {
         int p1 = p0 + panel < n1 ? p0 + (int)panel : n1;
-        int wide_end = p0 + (p1 - p0) / wide_cols * wide_cols;
-        int narrow_end = wide_end + (p1 - wide_end) / VEC_FLOATS * VEC_FLOATS;
-        if (wide_end > p0) wide(a, mb0, mb1, p0, wide_end);
-        if (narrow_end > wide_end) narrow(a, mb0, mb1, wide_end, narrow_end);
+        int n = p0 + (p1 - p0) / wide_cols * wide_cols;
+        if (n > p0) wide(a, mb0, mb1, p0, n);
+        /* A partial tile at the end is recomputed overlapping the previous columns (same values,
+         * same order) when the range allows, so short rows keep all their FMA chains. */
+        if (n < p1 && p1 - n0 >= wide_cols) {
+            wide(a, mb0, mb1, p1 - wide_cols, p1);
+            continue;
+        }
+        if (mid && n < p1 && p1 - n0 >= mid_cols) {
+            int mid_end = n + (p1 - n) / mid_cols * mid_cols;
+            if (mid_end > n) mid(a, mb0, mb1, n, mid_end);
+            if (mid_end < p1) mid(a, mb0, mb1, p1 - mid_cols, p1);
+            continue;
+        }
+        int narrow_end = n + (p1 - n) / VEC_FLOATS * VEC_FLOATS;
+        if (narrow_end > n) narrow(a, mb0, mb1, n, narrow_end);
         if (narrow_end < p1) narrow(a, mb0, mb1, p1 - VEC_FLOATS, p1);
     }
 }
 
 #undef PICK
+#undef CSR_MID
 
 /* Depthwise convolution (NCHW, one filter per channel) for images*channels planes [p0, p1).
  * Each plane is copied into a zero-padded buffer so the taps need no bounds checks; for strides

@@ -1,0 +1,191 @@
+"""Every sparse format against NumPy dense: shapes, sparsities, edge cases, fusion, threads, ISA."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from workers.runtime import kernels
+from workers.runtime.sparse_formats import BLOCK_SHAPES, pack, sparsify, to_dense
+
+FORMATS = sorted(BLOCK_SHAPES)
+ISAS = ["auto", "portable"]
+SHAPES = [(1, 4, 1), (3, 5, 7), (7, 9, 37), (16, 16, 64), (33, 13, 100), (64, 96, 203)]
+
+
+def _reference(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None, clip) -> np.ndarray:
+    y = w.astype(np.float64) @ x.astype(np.float64)
+    if bias is not None:
+        y += bias[:, None]
+    if clip is not None:
+        y = np.clip(y, *clip)
+    return y
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.97])
+def test_pack_roundtrip_and_spmm_matches_dense(fmt: str, shape, sparsity: float) -> None:
+    m, k, n = shape
+    if k < BLOCK_SHAPES[fmt][1]:
+        pytest.skip("fewer columns than the block width")
+    rng = np.random.default_rng(zlib.crc32(repr((fmt, shape, sparsity)).encode()))
+    w = sparsify(rng.standard_normal((m, k)), sparsity, BLOCK_SHAPES[fmt])
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    packed = pack(w, fmt)
+    assert np.array_equal(to_dense(packed), w)
+    np.testing.assert_allclose(kernels.spmm(packed, x), _reference(w, x, None, None), atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("clip", [None, (0.0, np.inf), (0.0, 6.0), (-1.0, 1.0)])
+@pytest.mark.parametrize("n", [77, 601])  # threads split rows, then columns
+def test_bias_activation_threads_and_isa(fmt: str, isa: str, threads: int, clip, n: int) -> None:
+    rng = np.random.default_rng(7)
+    m, k = 37, 24
+    w = sparsify(rng.standard_normal((m, k)), 0.8, BLOCK_SHAPES[fmt])
+    x = rng.standard_normal((2, k, n)).astype(np.float32) * 3
+    bias = rng.standard_normal(m).astype(np.float32)
+    y = kernels.spmm(pack(w, fmt), x, bias, clip, threads=threads, isa=isa)  # type: ignore[arg-type]
+    for image in range(2):
+        np.testing.assert_allclose(y[image], _reference(w, x[image], bias, clip), atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_edge_cases_empty_rows_all_zero_and_single_column(fmt: str) -> None:
+    rng = np.random.default_rng(3)
+    bias = np.arange(10, dtype=np.float32)
+    w = rng.standard_normal((10, 8)).astype(np.float32)
+    w[2:7] = 0.0  # empty rows (and empty row blocks)
+    x = rng.standard_normal((8, 9)).astype(np.float32)
+    np.testing.assert_allclose(
+        kernels.spmm(pack(w, fmt), x, bias), _reference(w, x, bias, None), atol=1e-4
+    )
+    zero = np.zeros((10, 8), dtype=np.float32)
+    packed_zero = pack(zero, fmt)
+    assert packed_zero.stored_values == 0
+    y = kernels.spmm(packed_zero, x, bias, (0.0, 5.0), threads=2)
+    np.testing.assert_array_equal(y, np.clip(np.broadcast_to(bias[:, None], (10, 9)), 0, 5))
+    assert kernels.spmm(pack(w, fmt), x[:, :0]).shape == (10, 0)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_row_split_balances_skewed_rows(threads: int) -> None:
+    """Rows split by stored blocks: a few dense rows among empty ones still come out right."""
+    rng = np.random.default_rng(19)
+    w = np.zeros((40, 32), dtype=np.float32)
+    w[:3] = rng.standard_normal((3, 32))
+    w[37] = rng.standard_normal(32)
+    x = rng.standard_normal((32, 50)).astype(np.float32)
+    for fmt in FORMATS:
+        y = kernels.spmm(pack(w, fmt), x, threads=threads)
+        np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4)
+
+
+def test_portable_path_is_forced_by_argument_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert kernels.selected_isa("portable") == "portable"
+    monkeypatch.setenv("SPARSEARCH_KERNEL_ISA", "portable")
+    assert kernels.selected_isa() == "portable"
+    monkeypatch.setenv("SPARSEARCH_KERNEL_ISA", "bogus")
+    with pytest.raises(ValueError):
+        kernels.selected_isa()
+
+
+def test_auto_uses_avx2_when_the_cpu_has_it() -> None:
+    info = kernels.build_info()
+    expected = "avx2" if info["avx2_fma_compiled"] and info["cpu_avx2_fma"] else "portable"
+    assert kernels.selected_isa("auto") == expected
+
+
+def test_bad_arguments_are_rejected() -> None:
+    packed = pack(np.eye(4, dtype=np.float32), "csr")
+    with pytest.raises(ValueError):
+        kernels.spmm(packed, np.zeros((5, 3), dtype=np.float32))
+    with pytest.raises(ValueError):
+        kernels.spmm(packed, np.zeros((4, 3), dtype=np.float32), bias=np.zeros(3))
+    with pytest.raises(ValueError):
+        pack(np.zeros((4, 2)), "4x4")
+    with pytest.raises(ValueError):
+        pack(np.zeros((4, 4)), "2x2")
+
+
+@pytest.mark.parametrize("fmt", ["csr", "4x4"])
+def test_sparse_linear_matches_numpy(fmt: str) -> None:
+    rng = np.random.default_rng(5)
+    w = sparsify(rng.standard_normal((30, 20)), 0.7, BLOCK_SHAPES[fmt])
+    x = rng.standard_normal((2, 3, 20)).astype(np.float32)
+    bias = rng.standard_normal(30).astype(np.float32)
+    y = kernels.sparse_linear(x, pack(w, fmt), bias, (0.0, np.inf), threads=2)
+    np.testing.assert_allclose(y, np.maximum(x @ w.T + bias, 0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,pads,dilation",
+    [((1, 1), (1, 1), (0, 0, 0, 0), (1, 1)), ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
+     ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), ((3, 3), (2, 2), (1, 0, 0, 1), (1, 1)),
+     ((3, 1), (1, 2), (1, 0, 2, 0), (2, 1)), ((5, 5), (1, 1), (2, 2, 2, 2), (1, 1))],
+)  # fmt: skip
+def test_sparse_conv2d_matches_torch(kernel, stride, pads, dilation) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    cin, cout = 6, 10
+    w = sparsify(rng.standard_normal((cout, cin * kernel[0] * kernel[1])), 0.6, (4, 1))
+    x = rng.standard_normal((2, cin, 11, 9)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    y = kernels.sparse_conv2d(x, pack(w, "4x1"), kernel, stride, pads, dilation, bias, threads=2)
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
+    ref = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w.reshape(cout, cin, *kernel)), torch.from_numpy(bias),
+        stride=stride, dilation=dilation,
+    )  # fmt: skip
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "channels,size,kernel,stride,pads",
+    [(5, (3, 3), 3, 1, (1, 1, 1, 1)), (7, (20, 17), 5, 2, (2, 2, 2, 2)), (3, (9, 9), 3, 3, (1, 0, 0, 1)),
+     (4, (12, 40), 3, 2, (1, 1, 1, 1)), (6, (10, 6), 3, 1, (0, 0, 0, 0)), (2, (33, 70), 3, 1, (1, 1, 1, 1))],
+)  # fmt: skip
+def test_depthwise_matches_torch(isa: str, channels, size, kernel, stride, pads) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, channels, *size)).astype(np.float32)
+    w = rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    y = kernels.depthwise_conv2d(
+        x,
+        w,
+        (stride, stride),
+        pads,
+        (1, 1),
+        bias,
+        (0.0, 6.0),
+        threads=2,
+        isa=isa,  # type: ignore[arg-type]
+    )
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
+    ref = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(bias), stride=stride, groups=channels
+    ).clamp(0, 6)
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_residual_and_workspace_reuse() -> None:
+    rng = np.random.default_rng(17)
+    w = sparsify(rng.standard_normal((12, 8)), 0.5, (4, 1))
+    x = rng.standard_normal((1, 8, 5, 7)).astype(np.float32)
+    residual = rng.standard_normal((1, 12, 5, 7)).astype(np.float32)
+    workspace = kernels.Workspace()
+    first = kernels.sparse_conv2d(x, pack(w, "4x1"), (1, 1), residual=residual, workspace=workspace)
+    expected = np.einsum("oc,bchw->bohw", w, x) + residual
+    np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-4)
+    second = kernels.sparse_conv2d(2 * x, pack(w, "4x1"), (1, 1), workspace=workspace)
+    assert np.shares_memory(first, second)  # the workspace array is reused, not reallocated
+    np.testing.assert_allclose(second, 2 * np.einsum("oc,bchw->bohw", w, x), rtol=1e-4, atol=1e-4)

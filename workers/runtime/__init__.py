@@ -1,0 +1,42 @@
+"""Accelerated runtime: honest latency measurement and compiled sparse kernels for ONNX models.
+
+Submodules load lazily so that importing :mod:`workers.runtime` never needs the compiled
+extension; ``kernels`` and ``executor`` raise an ImportError with a build hint when it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "LatencyBackend": "workers.runtime.latency",
+    "LatencyComparison": "workers.runtime.latency",
+    "LatencyStats": "workers.runtime.latency",
+    "compare_latency": "workers.runtime.latency",
+    "compare_models": "workers.runtime.latency",
+    "get_backend": "workers.runtime.latency",
+    "list_backends": "workers.runtime.latency",
+    "measure_latency": "workers.runtime.latency",
+    "register_backend": "workers.runtime.latency",
+    "SparseExecutor": "workers.runtime.executor",
+    "NMMatrix": "workers.runtime.nm_sparsity",
+    "nm_mask": "workers.runtime.nm_sparsity",
+    "pack_nm": "workers.runtime.nm_sparsity",
+    "SparseMatrix": "workers.runtime.sparse_formats",
+    "pack": "workers.runtime.sparse_formats",
+    "sparsify": "workers.runtime.sparse_formats",
+    "to_dense": "workers.runtime.sparse_formats",
+    "spmm": "workers.runtime.kernels",
+    "depthwise_conv2d": "workers.runtime.kernels",
+    "sparse_conv2d": "workers.runtime.kernels",
+    "sparse_linear": "workers.runtime.kernels",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,385 @@
+/* CPython extension: sparse x dense kernels with run-time AVX2/FMA dispatch and OpenMP threads.
+ *
+ * Python passes plain buffers (no NumPy headers are needed to build), so the extension compiles
+ * with nothing but the local C compiler.  The kernel bodies live in spmm_impl.h and are compiled
+ * twice: once for AVX2+FMA (selected only when the CPU reports both) and once portable.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    int m, k, n;                 /* W is m x k, X is k x n, Y is m x n */
+    int block_rows, block_cols;  /* 1x1 is CSR */
+    const int32_t *block_ptr;    /* ceil(m / block_rows) + 1 offsets into block_col */
+    const int32_t *block_col;    /* first column of each block */
+    const float *values;         /* block_rows * block_cols per block, column-major in a block */
+    const float *x;
+    float *y;
+    const float *bias;           /* m entries, or NULL */
+    const float *residual;       /* m x n added before the activation (fused Add), or NULL */
+    float lo, hi;                /* fused activation: clip(v, lo, hi) */
+} spmm_args;
+
+#define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
+
+typedef struct {
+    int c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw;
+    const float *x, *weight, *bias;  /* weight: c x kh x kw; bias: c entries or NULL */
+    float *y;
+    float lo, hi;
+} depthwise_args;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_AVX2_BUILD 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define ISA(name) name##_avx2
+#define VEC_FLOATS 8
+#include "spmm_impl.h"
+#undef VEC_FLOATS
+#undef ISA
+#pragma GCC pop_options
+#endif
+
+#define ISA(name) name##_portable
+#define VEC_FLOATS 4
+#include "spmm_impl.h"
+#undef VEC_FLOATS
+#undef ISA
+
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AUTO = -1 };
+
+/* Below this many columns per thread, threads split rows instead (see run_threads). */
+#define COLUMNS_PER_THREAD 256
+
+static int cpu_has_avx2_fma(void) {
+#ifdef HAVE_AVX2_BUILD
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+typedef void (*range_fn)(const spmm_args *, int, int, int, int);
+typedef void (*planes_fn)(const depthwise_args *, int, int, float *);
+
+/* The instruction set a call runs: AVX2+FMA when built, supported and not refused. */
+static int pick_isa(int requested) {
+#ifdef HAVE_AVX2_BUILD
+    if (requested != ISA_PORTABLE && cpu_has_avx2_fma()) return ISA_AVX2;
+#endif
+    (void)requested;
+    return ISA_PORTABLE;
+}
+
+static range_fn spmm_for(int isa) {
+#ifdef HAVE_AVX2_BUILD
+    if (isa == ISA_AVX2) return spmm_range_avx2;
+#endif
+    (void)isa;
+    return spmm_range_portable;
+}
+
+static planes_fn depthwise_for(int isa) {
+#ifdef HAVE_AVX2_BUILD
+    if (isa == ISA_AVX2) return depthwise_planes_avx2;
+#endif
+    (void)isa;
+    return depthwise_planes_portable;
+}
+
+/* First block row of thread t's share when block rows are split by stored blocks, so threads get
+ * equal work even when the sparsity differs between rows. */
+static int balanced_row(const spmm_args *a, int mblocks, int t, int nt) {
+    long total = a->block_ptr[mblocks], target = total * t / nt;
+    int lo = 0, hi = mblocks;
+    if (total == 0) return (int)((long)mblocks * t / nt);
+    while (lo < hi) { /* first row whose start offset reaches the target */
+        int mid = (lo + hi) / 2;
+        if (a->block_ptr[mid] < target) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Split the columns when every thread gets several full-width tiles (weights shared, X strips
+ * private); otherwise split the block rows by stored blocks, so each thread runs the same tile
+ * sequence as one thread would, on its share of the weights. */
+static void run_threads(range_fn fn, const spmm_args *a, int threads) {
+    int mblocks = (a->m + a->block_rows - 1) / a->block_rows;
+    int col_groups = (a->n + 7) / 8;
+    if (threads <= 1 || (mblocks < 2 && col_groups < 2)) {
+        fn(a, 0, mblocks, 0, a->n);
+        return;
+    }
+    int split_cols = a->n >= threads * COLUMNS_PER_THREAD || mblocks < 2 * threads;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    for (int t = 0, nt = threads; t < nt; ++t) {
+#endif
+        if (split_cols) {
+            int g0 = (int)((long)col_groups * t / nt), g1 = (int)((long)col_groups * (t + 1) / nt);
+            int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
+            if (n0 < n1) fn(a, 0, mblocks, n0, n1);
+        } else {
+            int b0 = balanced_row(a, mblocks, t, nt), b1 = balanced_row(a, mblocks, t + 1, nt);
+            if (t == nt - 1) b1 = mblocks;
+            if (b0 < b1) fn(a, b0, b1, 0, a->n);
+        }
+    }
+}
+
+/* ---- Python bindings ------------------------------------------------------------------- */
+
+static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize,
+                      int writable, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->itemsize != itemsize || view->len < items * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected at least %zd items of %zd bytes, got %zd bytes",
+                     what, items, itemsize, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_spmm(PyObject *self, PyObject *args) {
+    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o, *res_o;
+    int m, k, n, br, bc, batch, threads, isa;
+    float lo, hi;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOOiffii", &m, &k, &n, &br, &bc, &ptr_o, &col_o,
+                          &val_o, &x_o, &y_o, &bias_o, &res_o, &batch, &lo, &hi, &threads, &isa))
+        return NULL;
+    if (m < 0 || k < 0 || n < 0 || br < 1 || bc < 1 || batch < 0) {
+        PyErr_SetString(PyExc_ValueError, "spmm: negative size or empty block");
+        return NULL;
+    }
+    int mblocks = (m + br - 1) / br;
+    Py_buffer ptr_b, col_b, val_b, x_b, y_b, bias_b, res_b;
+    int have_bias = bias_o != Py_None, have_res = res_o != Py_None;
+    if (get_buffer(ptr_o, &ptr_b, mblocks + 1, 4, 0, "block_ptr") < 0) return NULL;
+    const int32_t *ptr = ptr_b.buf;
+    Py_ssize_t nblocks = ptr[mblocks];
+    PyObject *result = NULL;
+    int got_col = 0, got_val = 0, got_x = 0, got_y = 0, got_bias = 0, got_res = 0;
+    if (ptr[0] != 0 || nblocks < 0) {
+        PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must start at 0");
+        goto done;
+    }
+    for (int i = 0; i < mblocks; ++i)
+        if (ptr[i + 1] < ptr[i]) {
+            PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must be non-decreasing");
+            goto done;
+        }
+    if (get_buffer(col_o, &col_b, nblocks, 4, 0, "block_col") < 0) goto done;
+    got_col = 1;
+    if (get_buffer(val_o, &val_b, nblocks * br * bc, 4, 0, "values") < 0) goto done;
+    got_val = 1;
+    const int32_t *cols = col_b.buf;
+    for (Py_ssize_t j = 0; j < nblocks; ++j)
+        if (cols[j] < 0 || cols[j] + bc > k) {
+            PyErr_Format(PyExc_ValueError, "spmm: block %zd starts at column %d, outside 0..%d",
+                         j, cols[j], k - bc);
+            goto done;
+        }
+    if (get_buffer(x_o, &x_b, (Py_ssize_t)batch * k * n, 4, 0, "x") < 0) goto done;
+    got_x = 1;
+    if (get_buffer(y_o, &y_b, (Py_ssize_t)batch * m * n, 4, 1, "y") < 0) goto done;
+    got_y = 1;
+    if (have_bias) {
+        if (get_buffer(bias_o, &bias_b, m, 4, 0, "bias") < 0) goto done;
+        got_bias = 1;
+    }
+    if (have_res) {
+        if (get_buffer(res_o, &res_b, (Py_ssize_t)batch * m * n, 4, 0, "residual") < 0) goto done;
+        got_res = 1;
+    }
+    int chosen = pick_isa(isa);
+    range_fn fn = spmm_for(chosen);
+    spmm_args a = {m, k, n, br, bc, ptr, cols, val_b.buf, NULL, NULL,
+                   have_bias ? bias_b.buf : NULL, NULL, lo, hi};
+    Py_BEGIN_ALLOW_THREADS
+    for (int b = 0; b < batch; ++b) {
+        a.x = (const float *)x_b.buf + (size_t)b * k * n;
+        a.y = (float *)y_b.buf + (size_t)b * m * n;
+        if (have_res) a.residual = (const float *)res_b.buf + (size_t)b * m * n;
+        run_threads(fn, &a, threads);
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromLong(chosen);
+done:
+    PyBuffer_Release(&ptr_b);
+    if (got_col) PyBuffer_Release(&col_b);
+    if (got_val) PyBuffer_Release(&val_b);
+    if (got_x) PyBuffer_Release(&x_b);
+    if (got_y) PyBuffer_Release(&y_b);
+    if (got_bias) PyBuffer_Release(&bias_b);
+    if (got_res) PyBuffer_Release(&res_b);
+    return result;
+}
+
+static PyObject *py_depthwise(PyObject *self, PyObject *args) {
+    PyObject *x_o, *w_o, *bias_o, *y_o;
+    int batch, threads, isa;
+    depthwise_args a;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOiiiiiiiiiiiiiiiiffii", &x_o, &w_o, &bias_o, &y_o, &batch,
+                          &a.c, &a.h, &a.w, &a.oh, &a.ow, &a.kh, &a.kw, &a.sh, &a.sw, &a.pt,
+                          &a.pl, &a.pb, &a.pr, &a.dh, &a.dw, &a.lo, &a.hi, &threads, &isa))
+        return NULL;
+    if (batch < 0 || a.c < 0 || a.h < 0 || a.w < 0 || a.oh < 0 || a.ow < 0 || a.kh < 1 ||
+        a.kw < 1 || a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.pt < 0 || a.pl < 0 ||
+        a.pb < 0 || a.pr < 0 || (a.oh - 1) * a.sh + (a.kh - 1) * a.dh >= a.h + a.pt + a.pb ||
+        (a.ow - 1) * a.sw + (a.kw - 1) * a.dw >= a.w + a.pl + a.pr ||
+        a.kh * a.kw > DEPTHWISE_MAX_TAPS) {
+        PyErr_SetString(PyExc_ValueError, "depthwise: invalid geometry");
+        return NULL;
+    }
+    Py_buffer x_b, w_b, y_b, bias_b;
+    int have_bias = bias_o != Py_None, got_w = 0, got_y = 0, got_bias = 0;
+    PyObject *result = NULL;
+    Py_ssize_t planes = (Py_ssize_t)batch * a.c;
+    if (get_buffer(x_o, &x_b, planes * a.h * a.w, 4, 0, "x") < 0) return NULL;
+    if (get_buffer(w_o, &w_b, (Py_ssize_t)a.c * a.kh * a.kw, 4, 0, "weight") < 0) goto done;
+    got_w = 1;
+    if (get_buffer(y_o, &y_b, planes * a.oh * a.ow, 4, 1, "y") < 0) goto done;
+    got_y = 1;
+    if (have_bias) {
+        if (get_buffer(bias_o, &bias_b, a.c, 4, 0, "bias") < 0) goto done;
+        got_bias = 1;
+    }
+    a.x = x_b.buf;
+    a.weight = w_b.buf;
+    a.bias = have_bias ? bias_b.buf : NULL;
+    a.y = y_b.buf;
+    int chosen = pick_isa(isa);
+    planes_fn fn = depthwise_for(chosen);
+    if (threads < 1) threads = 1;
+    size_t scratch_floats = (size_t)(a.h + a.pt + a.pb) * (a.w + a.pl + a.pr) + 16;
+    float *scratch = calloc(scratch_floats * threads, sizeof(float));
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1 && planes > 1)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int p0 = (int)(planes * t / nt), p1 = (int)(planes * (t + 1) / nt);
+        fn(&a, p0, p1, scratch + scratch_floats * t);
+    }
+#else
+    fn(&a, 0, (int)planes, scratch);
+#endif
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    result = PyLong_FromLong(chosen);
+done:
+    PyBuffer_Release(&x_b);
+    if (got_w) PyBuffer_Release(&w_b);
+    if (got_y) PyBuffer_Release(&y_b);
+    if (got_bias) PyBuffer_Release(&bias_b);
+    return result;
+}
+
+/* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
+static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
+                   int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
+    int rows = c * kh * kw;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int row = 0; row < rows; ++row) {
+        int ch = row / (kh * kw), ki = (row / kw) % kh, kj = row % kw;
+        const float *src = x + (size_t)ch * h * w;
+        float *dst = out + (size_t)row * oh * ow;
+        for (int i = 0; i < oh; ++i) {
+            int ih = i * sh - pt + ki * dh;
+            float *d = dst + (size_t)i * ow;
+            if (ih < 0 || ih >= h) {
+                memset(d, 0, sizeof(float) * ow);
+                continue;
+            }
+            for (int j = 0; j < ow; ++j) {
+                int iw = j * sw - pl + kj * dw;
+                d[j] = (iw >= 0 && iw < w) ? src[(size_t)ih * w + iw] : 0.0f;
+            }
+        }
+    }
+    (void)threads;
+}
+
+static PyObject *py_im2col(PyObject *self, PyObject *args) {
+    PyObject *x_o, *out_o;
+    int c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOiiiiiiiiiiiiii", &x_o, &out_o, &c, &h, &w, &kh, &kw, &sh, &sw,
+                          &pt, &pl, &dh, &dw, &oh, &ow, &threads))
+        return NULL;
+    if (c < 0 || h < 0 || w < 0 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 ||
+        oh < 0 || ow < 0) {
+        PyErr_SetString(PyExc_ValueError, "im2col: invalid geometry");
+        return NULL;
+    }
+    Py_buffer x_b, out_b;
+    if (get_buffer(x_o, &x_b, (Py_ssize_t)c * h * w, 4, 0, "x") < 0) return NULL;
+    if (get_buffer(out_o, &out_b, (Py_ssize_t)c * kh * kw * oh * ow, 4, 1, "out") < 0) {
+        PyBuffer_Release(&x_b);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    im2col(x_b.buf, out_b.buf, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x_b);
+    PyBuffer_Release(&out_b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+#ifdef _OPENMP
+    int openmp = 1;
+#else
+    int openmp = 0;
+#endif
+#ifdef HAVE_AVX2_BUILD
+    int avx2_built = 1;
+#else
+    int avx2_built = 0;
+#endif
+    return Py_BuildValue("{s:i,s:i,s:i}", "openmp", openmp, "avx2_fma_compiled", avx2_built,
+                         "cpu_avx2_fma", cpu_has_avx2_fma());
+}
+
+static PyMethodDef methods[] = {
+    {"spmm", py_spmm, METH_VARARGS,
+     "spmm(m, k, n, block_rows, block_cols, block_ptr, block_col, values, x, y, bias, residual, "
+     "batch, lo, hi, threads, isa) -> isa used (0 portable, 1 avx2)"},
+    {"depthwise", py_depthwise, METH_VARARGS,
+     "depthwise(x, weight, bias, y, batch, c, h, w, oh, ow, kh, kw, sh, sw, pad_top, pad_left, "
+     "pad_bottom, pad_right, dh, dw, lo, hi, threads, isa) -> isa used"},
+    {"im2col", py_im2col, METH_VARARGS,
+     "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
+    {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sparse_kernels",
+                                    "Sparse x dense kernels (AVX2/FMA with portable fallback).",
+                                    -1, methods};
+
+PyMODINIT_FUNC PyInit__sparse_kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,251 @@
+"""Python face of the compiled sparse kernels: sparse matmul, 1x1/KxK convolution and linear.
+
+Every call takes a thread count and an instruction-set choice explicitly, so measurements state
+what they ran. The instruction set defaults to the best one the CPU reports (AVX2+FMA, else the
+portable build); ``SPARSEARCH_KERNEL_ISA=portable`` or ``isa="portable"`` forces the fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from workers.runtime.sparse_formats import SparseMatrix
+
+# libgomp reads this when the extension loads: spin briefly (~tens of microseconds) between
+# layers instead of the default ~0.3 s, so idle kernel threads do not starve onnxruntime's.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+try:
+    from workers.runtime import _sparse_kernels as _ext  # type: ignore[attr-defined]
+except ImportError as error:  # pragma: no cover - depends on the build
+    raise ImportError(
+        "sparsearch's sparse kernels are not compiled: run `pip install .` or "
+        "`python setup.py build_ext --inplace` (needs a C compiler)"
+    ) from error
+
+Isa = Literal["auto", "avx2", "portable"]
+_ISA_CODES = {"portable": 0, "avx2": 1, "auto": -1}
+_ISA_NAMES = {0: "portable", 1: "avx2"}
+
+
+def build_info() -> dict[str, bool]:
+    """What the extension was built with and what this CPU supports."""
+    return {key: bool(value) for key, value in _ext.build_info().items()}
+
+
+def _isa_code(isa: Isa | None) -> int:
+    chosen = isa or os.environ.get("SPARSEARCH_KERNEL_ISA", "auto")
+    if chosen not in _ISA_CODES:
+        raise ValueError(f"unknown instruction set {chosen!r}; use one of {sorted(_ISA_CODES)}")
+    return _ISA_CODES[chosen]
+
+
+def selected_isa(isa: Isa | None = None) -> str:
+    """The instruction set a kernel call with this ``isa`` argument runs on this machine."""
+    info = build_info()
+    if _isa_code(isa) != 0 and info["avx2_fma_compiled"] and info["cpu_avx2_fma"]:
+        return "avx2"
+    return "portable"
+
+
+class Workspace:
+    """Reusable output and scratch arrays, one per role, kept between calls of one layer.
+
+    Fresh multi-megabyte arrays come from ``mmap`` and pay a page fault per 4 KiB on first
+    touch, which costs more than a sparse layer's arithmetic; reusing them avoids that.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, role: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 C-contiguous array of ``shape`` for ``role`` (contents undefined)."""
+        array = self._arrays.get(role)
+        if array is None or array.shape != shape:
+            array = self._arrays[role] = np.empty(shape, dtype=np.float32)
+        return array
+
+
+def _array(workspace: Workspace | None, role: str, shape: tuple[int, ...]) -> np.ndarray:
+    return workspace.get(role, shape) if workspace else np.empty(shape, dtype=np.float32)
+
+
+def _activation_bounds(clip: tuple[float, float] | None) -> tuple[float, float]:
+    if clip is None:
+        return -np.inf, np.inf
+    return float(clip[0]), float(clip[1])
+
+
+def spmm(
+    weights: SparseMatrix,
+    x: np.ndarray,
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    out: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
+) -> np.ndarray:
+    """``clip(W @ x + bias + residual)`` for sparse W (M, K) and dense x (K, N) or (B, K, N).
+
+    Args:
+        weights: packed (M, K) matrix.
+        x: float32 (K, N) or (B, K, N); N is the axis the kernel vectorises (pixels, tokens).
+        bias: optional (M,) added before the activation.
+        clip: fused activation bounds, (0, inf) for Relu, (0, 6) for Relu6; None for identity.
+        threads: OpenMP threads (1 = no parallel region).
+        isa: "auto", "avx2" (used only when the CPU supports it) or "portable".
+        out: optional float32 C-contiguous output to write into.
+        residual: optional tensor of the output's shape added before the activation (a fused
+            residual Add).
+
+    Returns:
+        (M, N) or (B, M, N) float32.
+    """
+    m, k = weights.shape
+    data = np.ascontiguousarray(x, dtype=np.float32)
+    batched = data.ndim == 3
+    if data.ndim not in (2, 3) or data.shape[-2] != k:
+        raise ValueError(f"x must be (K={k}, N) or (B, K, N), got {data.shape}")
+    batch, n = (data.shape[0] if batched else 1), data.shape[-1]
+    out_shape = (batch, m, n) if batched else (m, n)
+    if out is None:
+        out = np.empty(out_shape, dtype=np.float32)
+    elif out.shape != out_shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 of shape {out_shape}")
+    bias_data = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    if bias_data is not None and bias_data.shape != (m,):
+        raise ValueError(f"bias must have shape ({m},), got {bias_data.shape}")
+    residual_data = None
+    if residual is not None:
+        residual_data = np.ascontiguousarray(residual, dtype=np.float32).reshape(out_shape)
+    lo, hi = _activation_bounds(clip)
+    br, bc = weights.block_shape
+    _ext.spmm(
+        m, k, n, br, bc, weights.block_ptr, weights.block_col, weights.values, data, out,
+        bias_data, residual_data, batch, lo, hi, max(int(threads), 1), _isa_code(isa),
+    )  # fmt: skip
+    return out
+
+
+def sparse_linear(
+    x: np.ndarray,
+    weights: SparseMatrix,
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    residual: np.ndarray | None = None,
+) -> np.ndarray:
+    """``clip(x @ W.T + bias + residual)`` for x (..., K), sparse W (M, K): Gemm and Linear.
+
+    The kernel vectorises over rows of x, so x is transposed to (K, rows) first; that copy is
+    O(rows * K) against O(rows * K * M * density) multiply-adds.
+    """
+    m, k = weights.shape
+    lead = x.shape[:-1]
+    rows = x.reshape(-1, k).T
+    residual_t = None if residual is None else residual.reshape(-1, m).T
+    result = spmm(weights, rows, bias, clip, threads, isa, residual=residual_t)
+    return np.ascontiguousarray(result.T).reshape(*lead, m)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
+                     dilation: int) -> int:  # fmt: skip
+    """Output length along one axis, as ONNX Conv defines it."""
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def sparse_conv2d(
+    x: np.ndarray,
+    weights: SparseMatrix,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int] = (1, 1),
+    pads: Sequence[int] = (0, 0, 0, 0),
+    dilations: Sequence[int] = (1, 1),
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    residual: np.ndarray | None = None,
+    workspace: Workspace | None = None,
+) -> np.ndarray:
+    """Ungrouped 2-D convolution (NCHW) with sparse weights packed as (Cout, Cin * kh * kw).
+
+    1x1 stride-1 unpadded convolutions run directly on the input (channels are the K axis,
+    pixels the N axis); every other shape goes through im2col first.
+
+    Args:
+        x: (B, Cin, H, W) float32.
+        weights: packed ``W.reshape(Cout, -1)`` of an ONNX Conv weight.
+        kernel_shape, strides, pads, dilations: ONNX Conv attributes (pads: top, left, bottom,
+            right).
+        bias, clip, threads, isa, residual: as in :func:`spmm` (residual: (B, Cout, Hout, Wout)).
+        workspace: where to keep the im2col and output arrays between calls; the result is
+            then a view of the workspace, overwritten by the next call.
+
+    Returns:
+        (B, Cout, Hout, Wout) float32.
+    """
+    batch, channels, height, width = x.shape
+    kh, kw = kernel_shape
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    dh, dw = dilations
+    if weights.shape[1] != channels * kh * kw:
+        raise ValueError(f"weights have {weights.shape[1]} columns, expected {channels * kh * kw}")
+    oh = conv_output_size(height, kh, sh, pt, pb, dh)
+    ow = conv_output_size(width, kw, sw, pl, pr, dw)
+    data = np.ascontiguousarray(x, dtype=np.float32)
+    direct = (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+    if direct:
+        cols = data.reshape(batch, channels, height * width)
+    else:
+        cols = _array(workspace, "im2col", (batch, channels * kh * kw, oh * ow))
+        for image in range(batch):
+            _ext.im2col(data[image], cols[image], channels, height, width, kh, kw, sh, sw,
+                        pt, pl, dh, dw, oh, ow, max(int(threads), 1))  # fmt: skip
+    residual_flat = None if residual is None else residual.reshape(batch, weights.shape[0], -1)
+    out = _array(workspace, "out", (batch, weights.shape[0], oh * ow))
+    result = spmm(weights, cols, bias, clip, threads, isa, out=out, residual=residual_flat)
+    return result.reshape(batch, weights.shape[0], oh, ow)
+
+
+def depthwise_conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    strides: Sequence[int] = (1, 1),
+    pads: Sequence[int] = (0, 0, 0, 0),
+    dilations: Sequence[int] = (1, 1),
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    workspace: Workspace | None = None,
+) -> np.ndarray:
+    """Depthwise 2-D convolution (group = channels, NCHW) with dense (C, 1, kh, kw) weights.
+
+    Not a sparse kernel: it lets the executor keep MobileNet-style blocks out of onnxruntime,
+    whose depthwise convolution is slow outside its own NCHWc-transformed graphs. Arguments
+    are as in :func:`sparse_conv2d`.
+    """
+    batch, channels, height, width = x.shape
+    kh, kw = weight.shape[-2:]
+    if weight.shape[0] != channels or weight.size != channels * kh * kw:
+        raise ValueError(f"depthwise weight {weight.shape} does not match {channels} channels")
+    pt, pl, pb, pr = pads
+    oh = conv_output_size(height, kh, strides[0], pt, pb, dilations[0])
+    ow = conv_output_size(width, kw, strides[1], pl, pr, dilations[1])
+    out = _array(workspace, "out", (batch, channels, oh, ow))
+    bias_data = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    lo, hi = _activation_bounds(clip)
+    _ext.depthwise(
+        np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(weight, dtype=np.float32),
+        bias_data, out, batch, channels, height, width, oh, ow, kh, kw, strides[0], strides[1],
+        pt, pl, pb, pr, dilations[0], dilations[1], lo, hi, max(int(threads), 1), _isa_code(isa),
+    )  # fmt: skip
+    return out

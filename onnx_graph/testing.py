@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,18 +48,29 @@ def run_onnx(
     """Run ``model`` in onnxruntime on CPU; a single array feeds the first graph input."""
     import onnxruntime as ort
 
-    if any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()):
-        model = model.clone()
-        ir.external_data.load_to_model(model)  # a session built from bytes cannot open side files
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    if isinstance(inputs, np.ndarray):
-        inputs = {session.get_inputs()[0].name: inputs}
-    return session.run(None, dict(inputs))
+    providers = ["CPUExecutionProvider"]
+    with tempfile.TemporaryDirectory() as folder:
+        if _needs_file(model):  # over protobuf's 2 GB, or weights in side files
+            path = os.path.join(folder, "model.onnx")
+            ir.save(model, path, external_data="model.onnx.data")
+            session = ort.InferenceSession(path, options, providers=providers)
+        else:
+            serialized = ir.to_proto(model).SerializeToString()
+            session = ort.InferenceSession(serialized, options, providers=providers)
+        if isinstance(inputs, np.ndarray):
+            inputs = {session.get_inputs()[0].name: inputs}
+        return session.run(None, dict(inputs))
+
+
+def _needs_file(model: ir.Model) -> bool:
+    tensors = [
+        v.const_value for v in model.graph.initializers.values() if v.const_value is not None
+    ]
+    external = any(isinstance(t, ir.ExternalTensor) for t in tensors)
+    return external or sum(t.nbytes for t in tensors) > 1_800_000_000
 
 
 def oracle_difference(

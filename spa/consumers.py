@@ -24,6 +24,8 @@ class Consumer:
     input_axis: int  # axis of ``weight`` holding input channels
     data: ir.Value  # the activation whose features the input axis multiplies
     bias: ir.Value | None  # 1-D bias added to this layer's outputs, if any
+    #: +1 for a bias; -1 when the sink is the running mean of the BatchNorm right after a Conv.
+    bias_sign: float = 1.0
 
     def matrix(self) -> np.ndarray:
         """The weight as float64 [rows, inputs]; rows group output channels and taps."""
@@ -71,6 +73,20 @@ def _matmul_bias(node: ir.Node, width: int) -> ir.Value | None:
     return None
 
 
+def _batchnorm_mean(node: ir.Node) -> ir.Value | None:
+    """The running mean of the BatchNorm that alone reads this node's output, if any.
+
+    A shift of the conv output is the opposite shift of that mean; writing it there keeps the
+    repair in tensors the PyTorch module owns (a bias=False conv gets a constant zero bias in
+    the export, which no module parameter maps back to).
+    """
+    uses = list(node.outputs[0].uses())
+    if len(uses) != 1 or uses[0][0].op_type != "BatchNormalization" or uses[0][1] != 0:
+        return None
+    mean = uses[0][0].inputs[3]
+    return mean if mean is not None and mean.is_initializer() else None
+
+
 def find_consumers(model: ir.Model) -> list[Consumer]:
     """Every ungrouped Conv, Gemm and constant-weight MatMul with its weight and bias."""
     consumers = []
@@ -92,7 +108,11 @@ def find_consumers(model: ir.Model) -> list[Consumer]:
         if node.op_type == "Conv":
             groups = int(node.attributes["group"].value) if "group" in node.attributes else 1
             if groups == 1:
-                consumers.append(Consumer(node, weight, 1, data, bias))
+                mean = _batchnorm_mean(node)
+                if mean is not None:
+                    consumers.append(Consumer(node, weight, 1, data, mean, -1.0))
+                else:
+                    consumers.append(Consumer(node, weight, 1, data, bias))
         elif node.op_type == "Gemm" and array.ndim == 2:
             if "transA" in node.attributes and node.attributes["transA"].value:
                 continue

@@ -102,8 +102,22 @@ def member_channel_norms(model: ir.Model, member: GroupMember, order: int) -> np
     return np.bincount(member.channel_index, weights=per_position, minlength=group_size)
 
 
+def normalization_statistics(model: ir.Model) -> set[str]:
+    """Names of BatchNorm running means and variances: statistics of the data, not weights."""
+    return {
+        value.name
+        for node in model.graph
+        if node.op_type == "BatchNormalization"
+        for value in node.inputs[3:5]
+        if value is not None and value.name
+    }
+
+
 class MagnitudeCriterion(ImportanceCriterion):
-    """Per-channel norms of every parameter member, normalised per member, then reduced.
+    """Per-channel norms of every weight member, normalised per member, then reduced.
+
+    BatchNorm running statistics are members of a group (they are sliced) but are not weights:
+    their size says nothing about a channel's use, so they are left out.
 
     Normalising each member by its mean keeps a large weight tensor from drowning the BatchNorm or
     bias terms of the same group and makes groups comparable when ranked globally.
@@ -128,7 +142,10 @@ class MagnitudeCriterion(ImportanceCriterion):
 
     def score(self, model: ir.Model, group: PruningGroup) -> np.ndarray:
         rows = []
+        statistics = normalization_statistics(model)
         for member in group.parameters:
+            if member.value_name in statistics:
+                continue
             norms = member_channel_norms(model, member, self.order)
             if len(norms) < group.num_channels:
                 norms = np.pad(norms, (0, group.num_channels - len(norms)))

@@ -155,7 +155,7 @@ def _repair(consumer: Consumer, keep: np.ndarray, mean: np.ndarray, cov: np.ndar
             )
         return
     bias = bias_array.astype(np.float64).reshape(-1).copy()
-    np.add.at(bias, consumer.output_rows(), shift)
+    np.add.at(bias, consumer.output_rows(), consumer.bias_sign * shift)
     consumer.bias.const_value = ir.Tensor(
         bias.astype(bias_array.dtype).reshape(bias_array.shape), name=consumer.bias.name
     )

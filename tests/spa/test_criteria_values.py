@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 import torch
 
@@ -134,3 +135,18 @@ def test_torch_bridge_round_trips_weights_and_gradients(tiny_case: TinyCase) -> 
         )
     finally:
         tiny_case.module.load_state_dict(original)
+
+
+def test_magnitude_ignores_batchnorm_running_statistics(tiny_case: TinyCase) -> None:
+    group = _group_of(tiny_case, "conv1.weight")
+    criterion = get_criterion("l2")
+    before = criterion.score(tiny_case.model, group)
+    changed = tiny_case.model.clone()
+    variance = changed.graph.initializers["bn1.running_var"]
+    variance.const_value = ir.Tensor(
+        variance.const_value.numpy() * np.arange(1, 9, dtype=np.float32)
+    )
+    np.testing.assert_allclose(criterion.score(changed, group), before)
+    weight = changed.graph.initializers["bn1.weight"]
+    weight.const_value = ir.Tensor(weight.const_value.numpy() * np.arange(1, 9, dtype=np.float32))
+    assert not np.allclose(criterion.score(changed, group), before)

@@ -61,6 +61,15 @@ def tiny_case() -> TinyCase:
     return TinyCase(module, model, analyze(model), x, y)
 
 
+@pytest.fixture(scope="session")
+def folded_case(tiny_case: TinyCase) -> TinyCase:
+    """The same network exported with ``optimize=True``: BatchNorm folded into the convs."""
+    from onnx_graph import lower
+
+    model = lower(tiny_case.module, (torch.from_numpy(tiny_case.x[:2]),))
+    return TinyCase(tiny_case.module, model, analyze(model), tiny_case.x, tiny_case.y)
+
+
 def criterion_options(name: str, case: TinyCase) -> dict[str, Any]:
     """Options a criterion needs to run on the tiny case (data criteria get the module and data)."""
     from spa.importance import criterion_needs_data

@@ -53,3 +53,16 @@ def test_pruned_model_equals_its_dense_equivalent(
         totals["macs_after"] < totals["macs_before"]
         and totals["params_after"] < totals["params_before"]
     )
+
+
+@pytest.mark.parametrize("name", registered_criteria())
+def test_criteria_run_on_folded_batchnorm_graphs(name: str, folded_case: TinyCase) -> None:
+    assert not any(n.op_type == "BatchNormalization" for n in folded_case.model.graph)
+    criterion = get_criterion(name, **criterion_options(name, folded_case))
+    result = prune_model(
+        folded_case.model, criterion=criterion, target_macs=0.6, groups=folded_case.groups
+    )
+    assert result.report["totals"]["macs_kept"] <= 0.6
+    pruned = run_onnx(result.pruned, folded_case.x)[0]
+    dense = run_onnx(zero_out(result.compensated, result.plan), folded_case.x)[0]
+    np.testing.assert_allclose(pruned, dense, atol=1e-4 * max(1.0, float(np.abs(dense).max())))

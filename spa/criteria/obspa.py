@@ -112,10 +112,14 @@ def _greedy_scores(
     running = 0.0
     for _ in range(num_channels - 1):
         errors = np.zeros(num_channels)
-        for weight, inverse, where in zip(weights, inverses, positions, strict=True):
+        for weight, inverse, (_, _, member) in zip(weights, inverses, layers, strict=True):
             diagonal = np.maximum(np.diag(inverse), 1e-12)
             column_error = np.square(weight).sum(axis=0) / diagonal
-            errors += np.array([column_error[p].sum() for p in where])
+            errors += np.bincount(
+                member.channel_index,
+                weights=column_error[member.positions],
+                minlength=num_channels,
+            )[:num_channels]
         errors[~alive] = np.inf
         channel = int(np.argmin(errors))
         running = max(running, float(errors[channel]))

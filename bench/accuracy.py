@@ -34,88 +34,106 @@ CASES = (
 CALIBRATION = 512  # labelled training samples given to the data-driven criteria (not to OBSPA)
 
 
-def _spa_runs(case: Any, model: Any, groups: Any, targets: list[float], epochs: int) -> list[dict]:
+def _emit(row: dict) -> dict:
+    """Progress on stderr, one JSON line per result (partial runs stay usable)."""
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def _unreachable(case: Any, target: float, method: str, why: str) -> dict:
+    return _emit(
+        {
+            "model": case.name,
+            "target": target,
+            "method": method,
+            "macs_kept": None,
+            "accuracy": None,
+            "note": why,
+        }
+    )
+
+
+def _spa_row(case: Any, model: Any, groups: Any, target: float, name: str, epochs: int) -> dict:
     import spa
     from spa.harness import accuracy_onnx, finetune_pruned
 
     data = case.dataset
     calibration = (data.x_train[:CALIBRATION], data.y_train[:CALIBRATION])
-    rows = []
-    for target in targets:
-        for name in SPA_CRITERIA:
-            options = {"module": case.module, "data": calibration} if name == "taylor" else {}
-            start = time.perf_counter()
-            result = spa.prune_model(
-                model,
-                criterion=spa.get_criterion(name, **options),
-                target_macs=target,
-                groups=groups,
-            )
-            seconds = time.perf_counter() - start
-            row = {
-                "model": case.name,
-                "target": target,
-                "method": name,
-                "macs_kept": result.report["totals"]["macs_kept"],
-                "accuracy": accuracy_onnx(result.pruned, data.x_test, data.y_test),
-                "seconds": seconds,
-            }
-            if epochs:
-                tuned = finetune_pruned(result.compensated, result.plan, case.module, data, epochs)
-                row["accuracy_finetuned"] = accuracy_onnx(tuned, data.x_test, data.y_test)
-            rows.append(row)
-    return rows
+    options = {"module": case.module, "data": calibration} if name == "taylor" else {}
+    start = time.perf_counter()
+    try:
+        result = spa.prune_model(
+            model, criterion=spa.get_criterion(name, **options), target_macs=target, groups=groups
+        )
+    except ValueError as error:  # the target is out of reach with the prunable groups
+        return _unreachable(case, target, name, str(error))
+    row = {
+        "model": case.name,
+        "target": target,
+        "method": name,
+        "macs_kept": result.report["totals"]["macs_kept"],
+        "accuracy": accuracy_onnx(result.pruned, data.x_test, data.y_test),
+        "seconds": time.perf_counter() - start,
+    }
+    if epochs:
+        tuned = finetune_pruned(result.compensated, result.plan, case.module, data, epochs)
+        row["accuracy_finetuned"] = accuracy_onnx(tuned, data.x_test, data.y_test)
+    return _emit(row)
 
 
-def _torch_pruning_runs(case: Any, base_macs: int, targets: list[float], epochs: int) -> list[dict]:
+def _torch_pruning_row(case: Any, base_macs: int, target: float, name: str, epochs: int) -> dict:
     import torch
 
-    from bench.torch_pruning_baseline import TP_CRITERIA, prune_with_torch_pruning
+    from bench.torch_pruning_baseline import prune_with_torch_pruning
     from onnx_graph import count_cost
     from spa.harness import accuracy_onnx
     from spa.harness.train import train_model
     from spa.torch_bridge import lower_with_batchnorm
 
     data = case.dataset
-    rows = []
     example = (torch.from_numpy(data.x_test[:2]),)
-    for target in targets:
-        for name in TP_CRITERIA:
-            start = time.perf_counter()
-            pruned = prune_with_torch_pruning(
-                case.module,
-                name,
-                target,
-                data.x_train[:CALIBRATION],
-                data.y_train[:CALIBRATION],
-                total_macs=base_macs,
-            )
-            seconds = time.perf_counter() - start
-            exported = lower_with_batchnorm(pruned, example)
-            row = {
-                "model": case.name,
-                "target": target,
-                "method": name,
-                "macs_kept": count_cost(exported).macs / base_macs,
-                "accuracy": accuracy_onnx(exported, data.x_test, data.y_test),
-                "seconds": seconds,
-            }
-            if epochs:
-                train_model(pruned, data, epochs, lr=1e-3)
-                row["accuracy_finetuned"] = accuracy_onnx(
-                    lower_with_batchnorm(pruned, example), data.x_test, data.y_test
-                )
-            rows.append(row)
-    return rows
+    start = time.perf_counter()
+    pruned = prune_with_torch_pruning(
+        case.module,
+        name,
+        target,
+        data.x_train[:CALIBRATION],
+        data.y_train[:CALIBRATION],
+        total_macs=base_macs,
+    )
+    seconds = time.perf_counter() - start
+    exported = lower_with_batchnorm(pruned, example)
+    kept = count_cost(exported).macs / base_macs
+    if kept > target + 0.02:
+        return _unreachable(case, target, name, f"Torch-Pruning stopped at {kept:.1%} of the MACs")
+    row = {
+        "model": case.name,
+        "target": target,
+        "method": name,
+        "macs_kept": kept,
+        "accuracy": accuracy_onnx(exported, data.x_test, data.y_test),
+        "seconds": seconds,
+    }
+    if epochs:
+        train_model(pruned, data, epochs, lr=1e-3)
+        tuned = lower_with_batchnorm(pruned, example)
+        row["accuracy_finetuned"] = accuracy_onnx(tuned, data.x_test, data.y_test)
+    return _emit(row)
 
 
 def run_case(
-    name: str, targets: list[float], epochs: int, torch_pruning: bool, threads: int = 1
+    name: str,
+    targets: list[float],
+    epochs: int,
+    torch_pruning: bool,
+    threads: int = 1,
+    finetune_targets: tuple[float, ...] = (0.5,),
 ) -> list[dict]:
     """All rows for one harness model (runs in a worker process)."""
     import torch
 
     import onnx_graph
+    from bench.torch_pruning_baseline import TP_CRITERIA
     from onnx_graph import count_cost
     from spa.harness import accuracy_onnx, load_case
     from spa.torch_bridge import lower_with_batchnorm
@@ -125,16 +143,23 @@ def run_case(
     case = load_case(architecture, dataset)
     model = lower_with_batchnorm(case.module, (torch.from_numpy(case.dataset.x_test[:2]),))
     groups = onnx_graph.analyze(model)
-    dense = {
-        "model": name,
-        "target": 1.0,
-        "method": "dense",
-        "macs_kept": 1.0,
-        "accuracy": accuracy_onnx(model, case.dataset.x_test, case.dataset.y_test),
-    }
-    rows = [dense] + _spa_runs(case, model, groups, targets, epochs)
-    if torch_pruning:
-        rows += _torch_pruning_runs(case, count_cost(model).macs, targets, epochs)
+    base_macs = count_cost(model).macs
+    rows = [
+        _emit(
+            {
+                "model": name,
+                "target": 1.0,
+                "method": "dense",
+                "macs_kept": 1.0,
+                "accuracy": accuracy_onnx(model, case.dataset.x_test, case.dataset.y_test),
+            }
+        )
+    ]
+    for target in targets:
+        tune = epochs if any(abs(target - t) < 1e-9 for t in finetune_targets) else 0
+        rows += [_spa_row(case, model, groups, target, c, tune) for c in SPA_CRITERIA]
+        if torch_pruning:
+            rows += [_torch_pruning_row(case, base_macs, target, c, tune) for c in TP_CRITERIA]
     return rows
 
 
@@ -146,6 +171,11 @@ def format_table(rows: list[dict]) -> str:
     ]
     for row in rows:
         tuned = row.get("accuracy_finetuned")
+        if row["accuracy"] is None:
+            lines.append(
+                f"| {row['model']} | {row['target']:.0%} | {row['method']} | unreachable | | |"
+            )
+            continue
         lines.append(
             f"| {row['model']} | {row['target']:.0%} | {row['method']} | {row['macs_kept']:.3f} "
             f"| {row['accuracy']:.1f} | {'' if tuned is None else f'{tuned:.1f}'} |"
@@ -180,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--targets", nargs="+", type=float, default=[0.7, 0.5, 0.3])
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument(
+        "--finetune-targets",
+        nargs="+",
+        type=float,
+        default=[0.5],
+        help="MAC targets at which the fine-tuned accuracy is also measured",
+    )
     parser.add_argument("--no-torch-pruning", action="store_true")
     parser.add_argument(
         "--jobs", type=int, default=1, help="harness models run in parallel processes"
@@ -190,7 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     work = [
-        (name, args.targets, args.finetune_epochs, not args.no_torch_pruning, args.threads)
+        (
+            name,
+            args.targets,
+            args.finetune_epochs,
+            not args.no_torch_pruning,
+            args.threads,
+            tuple(args.finetune_targets),
+        )
         for name in args.models
     ]
     if args.jobs > 1:

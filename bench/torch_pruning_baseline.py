@@ -40,7 +40,7 @@ def _feed_gradients(
         torch.nn.functional.cross_entropy(module(x), y).backward()
     elif name == "tp_hessian":
         importance.zero_grad()
-        for index in range(min(len(x), 64)):
+        for index in range(min(len(x), 32)):
             module.zero_grad()
             torch.nn.functional.cross_entropy(
                 module(x[index : index + 1]), y[index : index + 1]
@@ -79,7 +79,7 @@ def prune_with_torch_pruning(
     y_calib: np.ndarray,
     *,
     total_macs: int | None = None,
-    steps: int = 60,
+    steps: int = 40,
 ) -> Any:
     """A pruned copy of ``module`` keeping at most ``target_macs`` of ``total_macs``.
 

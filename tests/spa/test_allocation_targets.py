@@ -80,3 +80,16 @@ def test_round_to_and_exclude(tiny_case: TinyCase) -> None:
         assert row["kept"] % 4 == 0 or row["kept"] == row["channels"]
     assert not any(g.matches("*fc1*") for g in tiny_case.groups if g.id in result.plan.removed)
     assert result.report["totals"]["macs_kept"] <= 0.6
+
+
+def test_plan_global_is_global_allocation_of_the_scores(tiny_case: TinyCase) -> None:
+    from spa import plan_global, plan_uniform
+
+    scores = score_groups(tiny_case.model, tiny_case.groups, "l2")
+    expected = allocate_global(tiny_case.groups, scores, 0.4, 2)
+    plan = plan_global(tiny_case.model, tiny_case.groups, 0.4, criterion="l2", round_to=2)
+    assert {k: v.tolist() for k, v in plan.removed.items()} == {
+        k: v.tolist() for k, v in expected.removed.items()
+    }
+    with pytest.raises(ValueError, match="unknown allocation"):
+        plan_uniform(tiny_case.model, tiny_case.groups, 0.4, allocation="best")

@@ -1,14 +1,8 @@
 """Group importance criteria: one score per channel of a pruning group (higher = keep).
 
-Contract (``ImportanceCriterion``): ``score(model, group)`` returns a float array of length
-``group.num_channels``. Criteria are registered by name and looked up with ``get_criterion``.
-
-Minimal complete criterion::
-
-    @register_criterion("ones")
-    class Ones(ImportanceCriterion):
-        def score(self, model, group):
-            return np.ones(group.num_channels)
+The contract is in ``ImportanceCriterion``'s docstring. Criteria are registered by name with
+``@register_criterion`` and built with ``get_criterion(name, **options)``; the built-in ones live
+here (magnitude, random) and in ``spa.criteria`` (BatchNorm scale, Taylor, OBSPA).
 """
 
 from __future__ import annotations
@@ -19,16 +13,46 @@ from typing import TypeVar
 import numpy as np
 import onnx_ir as ir
 
-from onnx_graph.groups import GroupMember, PruningGroup
+from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
+from onnx_graph.plan import PruningPlan
 
 
 class ImportanceCriterion:
-    """Scores the channels of one group; see the module docstring for the contract."""
+    """Scores the channels of one pruning group; optionally repairs the model after the choice.
+
+    Contract:
+        - ``score(model, group)`` returns a float array of length ``group.num_channels``; higher
+          means more important. Scores of different groups should be comparable (a relative loss,
+          or normalised per layer) because global allocation ranks channels across groups.
+        - ``prepare(model, groups)`` is called once before scoring a model: criteria that need
+          whole-model statistics (OBSPA's moments, Taylor's gradients) compute them there.
+        - ``compensate(model, plan)`` returns a model with the *same structure* (same initializer
+          names and shapes) whose surviving weights absorb the removal; ``spa.prune`` then slices
+          it. The default returns ``model`` unchanged.
+        - Options (seed, data, module) go to ``__init__`` as keyword arguments; criteria needing
+          data raise ``ValueError`` naming the missing option.
+
+    Minimal complete criterion::
+
+        @register_criterion("ones")
+        class Ones(ImportanceCriterion):
+            def score(self, model, group):
+                return np.ones(group.num_channels)
+    """
 
     name: str = ""
+    #: Whether the criterion needs data (calibration batches or a PyTorch module).
+    needs_data: bool = False
+
+    def prepare(self, model: ir.Model, groups: GroupSet) -> None:
+        """Precompute model-wide statistics (default: nothing)."""
 
     def score(self, model: ir.Model, group: PruningGroup) -> np.ndarray:
         raise NotImplementedError
+
+    def compensate(self, model: ir.Model, plan: PruningPlan) -> ir.Model:
+        """Model whose kept weights absorb the plan's removal (default: ``model`` itself)."""
+        return model
 
 
 _CRITERIA: dict[str, type[ImportanceCriterion]] = {}
@@ -55,7 +79,15 @@ def get_criterion(name: str, **options: object) -> ImportanceCriterion:
     return _CRITERIA[name](**options)  # type: ignore[call-arg]
 
 
+def criterion_needs_data(name: str) -> bool:
+    """Whether the criterion registered as ``name`` needs data or a PyTorch module to score."""
+    if name not in _CRITERIA:
+        raise ValueError(f"unknown importance criterion {name!r}; choose from {sorted(_CRITERIA)}")
+    return _CRITERIA[name].needs_data
+
+
 def registered_criteria() -> list[str]:
+    """Names of all registered criteria (sorted)."""
     return sorted(_CRITERIA)
 
 
@@ -73,24 +105,59 @@ def member_channel_norms(model: ir.Model, member: GroupMember, order: int) -> np
     return np.bincount(member.channel_index, weights=per_position, minlength=group_size)
 
 
-class MagnitudeCriterion(ImportanceCriterion):
-    """Sum over parameter members of per-channel norms, each member normalised by its mean.
+def normalization_statistics(model: ir.Model) -> set[str]:
+    """Names of BatchNorm running means and variances: statistics of the data, not weights."""
+    return {
+        value.name
+        for node in model.graph
+        if node.op_type == "BatchNormalization"
+        for value in node.inputs[3:5]
+        if value is not None and value.name
+    }
 
-    Normalising per member keeps a large weight tensor from drowning the BatchNorm or bias terms
-    of the same group (and makes groups comparable when ranked globally).
+
+class MagnitudeCriterion(ImportanceCriterion):
+    """Per-channel norms of every weight member, normalised per member, then reduced.
+
+    BatchNorm running statistics are members of a group (they are sliced) but are not weights:
+    their size says nothing about a channel's use, so they are left out.
+
+    Normalising each member by its mean keeps a large weight tensor from drowning the BatchNorm or
+    bias terms of the same group and makes groups comparable when ranked globally.
+
+    Args:
+        reduction: How members combine: ``"sum"`` (default), ``"mean"`` or ``"max"``.
     """
 
     order = 1
+    _REDUCTIONS: dict[str, Callable[..., np.ndarray]] = {
+        "sum": np.sum,
+        "mean": np.mean,
+        "max": np.max,
+    }
+
+    def __init__(self, reduction: str = "sum") -> None:
+        if reduction not in self._REDUCTIONS:
+            raise ValueError(
+                f"reduction must be one of {sorted(self._REDUCTIONS)}, got {reduction!r}"
+            )
+        self.reduction = reduction
 
     def score(self, model: ir.Model, group: PruningGroup) -> np.ndarray:
-        total = np.zeros(group.num_channels)
+        rows = []
+        statistics = normalization_statistics(model)
         for member in group.parameters:
+            if member.value_name in statistics:
+                continue
             norms = member_channel_norms(model, member, self.order)
             if len(norms) < group.num_channels:
                 norms = np.pad(norms, (0, group.num_channels - len(norms)))
             mean = norms.mean()
             if mean > 0:
-                total += norms / mean
+                rows.append(norms / mean)
+        if not rows:
+            return np.zeros(group.num_channels)
+        total = self._REDUCTIONS[self.reduction](np.stack(rows), axis=0)
         return np.sqrt(total) if self.order == 2 else total
 
 

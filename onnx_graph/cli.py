@@ -6,15 +6,14 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import spa.cli_prune
 from onnx_graph.analysis import analyze
-from onnx_graph.cost import count_cost
 from onnx_graph.errors import SparsearchError
-from onnx_graph.lowering import load, save
-from onnx_graph.report import format_groups, format_prune_report, groups_to_json, prune_report_json
+from onnx_graph.lowering import load
+from onnx_graph.report import format_groups, groups_to_json
 
 
 def _ratio(text: str) -> float:
@@ -27,16 +26,7 @@ def _ratio(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from spa.importance import registered_criteria
-
     parser = argparse.ArgumentParser(prog="sparsearch", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,21 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
     prune = commands.add_parser("prune", help="prune an ONNX model")
-    prune.add_argument("model", type=Path)
-    prune.add_argument("-o", "--output", type=Path, required=True)
-    prune.add_argument(
-        "--ratio", type=_ratio, default=0.5, help="fraction of channels removed per group"
-    )
-    prune.add_argument("--criterion", default="l1", choices=registered_criteria())
-    prune.add_argument("--round-to", type=_positive_int, default=1, help="keep multiples of this")
-    prune.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="NODE_OR_PATTERN",
-        help="glob on node/value names; matching groups are left alone (repeatable)",
-    )
-    prune.add_argument("--json", action="store_true", help="print a JSON report")
+    spa.cli_prune.add_arguments(prune)
 
     demo = commands.add_parser("demo", help="prune the bundled model and print the report")
     demo.add_argument("--ratio", type=_ratio, default=0.5)
@@ -74,46 +50,13 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prune(args: argparse.Namespace) -> int:
-    from spa.allocation import plan_uniform
-
-    if args.output.resolve() == args.model.resolve():
-        raise SparsearchError(f"{args.output}: refusing to overwrite the input model")
-    model = load(args.model)
-    start = time.perf_counter()
-    groups = analyze(model)
-    plan = plan_uniform(
-        model,
-        groups,
-        args.ratio,
-        criterion=args.criterion,
-        round_to=args.round_to,
-        exclude=args.exclude,
-    )
-    from onnx_graph.surgery import prune
-
-    pruned = prune(model, plan)
-    elapsed = time.perf_counter() - start
-    save(pruned, args.output)
-    before, after = count_cost(model), count_cost(pruned)
-    if args.json:
-        report = prune_report_json(before, after, groups, plan)
-        report["seconds"] = elapsed
-        print(json.dumps(report, indent=1))
-    else:
-        excluded = [g.id for g in groups if any(g.matches(p) for p in args.exclude)]
-        print(format_prune_report(before, after, groups, plan, excluded))
-        print(f"analysis + surgery: {elapsed:.2f}s; wrote {args.output}")
-    return 0
-
-
 def _demo(args: argparse.Namespace) -> int:
     from onnx_graph.demo import run_demo
 
     return run_demo(args.ratio, args.output)
 
 
-_COMMANDS = {"inspect": _inspect, "prune": _prune, "demo": _demo}
+_COMMANDS = {"inspect": _inspect, "prune": spa.cli_prune.run, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

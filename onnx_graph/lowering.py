@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -83,7 +84,7 @@ def _export_dynamo(
         )
         if program is None:
             raise RuntimeError("torch.onnx.export returned no program")
-        return program.model
+        return _detach_initializers(program.model)
 
     if not dynamic_batch:
         return export(example_inputs, False)
@@ -99,6 +100,15 @@ def _export_dynamo(
             "dynamic-batch export failed (%s); exporting with a static batch", type(error).__name__
         )
         return export(example_inputs, False)
+
+
+def _detach_initializers(model: ir.Model) -> ir.Model:
+    """Copy initializer data out of the module: the exporter's tensors alias its parameters, so
+    training the module afterwards would silently rewrite the graph (and surgery the module)."""
+    for name, value in model.graph.initializers.items():
+        if value.const_value is not None:
+            value.const_value = ir.Tensor(np.array(value.const_value.numpy(), copy=True), name=name)
+    return model
 
 
 def load(path: str | os.PathLike[str]) -> ir.Model:

@@ -46,6 +46,40 @@ def _short_reason(reason: str) -> str:
     return reason.split("] ", 1)[-1]
 
 
+def left_alone_groups(
+    groups: GroupSet, pruned: set[int], excluded: set[int]
+) -> list[dict[str, Any]]:
+    """Groups with parameters that lost no channel, each with the reason (JSON-ready)."""
+    rows = []
+    for group in groups:
+        if not group.parameters or group.id in pruned:
+            continue
+        if group.id in excluded:
+            why = "excluded by --exclude"
+        else:
+            reasons = group.why_not_prunable()
+            why = _short_reason(reasons[0]) if reasons else "ratio too small to remove a channel"
+        rows.append(
+            {
+                "group": group.id,
+                "channels": group.num_channels,
+                "parameters": [m.value_name for m in group.parameters[:4]],
+                "why": why,
+            }
+        )
+    return rows
+
+
+def format_left_alone(rows: list[dict[str, Any]]) -> list[str]:
+    """Report lines counting the groups left alone by reason."""
+    if not rows:
+        return []
+    reasons = Counter(row["why"] for row in rows)
+    return [f"left alone {len(rows)} groups:"] + [
+        f"  {count} x {reason}" for reason, count in reasons.most_common()
+    ]
+
+
 def format_prune_report(
     before: CostReport, after: CostReport, groups: GroupSet, plan: PruningPlan, excluded: list[int]
 ) -> str:
@@ -56,31 +90,5 @@ def format_prune_report(
         f"MACs:   {before.macs:,} -> {after.macs:,} ({macs_ratio:.1%})",
         f"pruned {len(pruned_groups)} groups, removed {plan.num_removed} channels",
     ]
-    left_alone = [g for g in groups if g.parameters and g.id not in pruned_groups]
-    if left_alone:
-        reasons: Counter[str] = Counter()
-        for group in left_alone:
-            why = ["excluded by --exclude"] if group.id in excluded else group.why_not_prunable()
-            reasons.update(
-                {_short_reason(why[0]) if why else "ratio too small to remove a channel"}
-            )
-        lines.append(f"left alone {len(left_alone)} groups:")
-        lines.extend(f"  {count} x {reason}" for reason, count in reasons.most_common())
+    lines.extend(format_left_alone(left_alone_groups(groups, set(pruned_groups), set(excluded))))
     return "\n".join(lines)
-
-
-def prune_report_json(
-    before: CostReport, after: CostReport, groups: GroupSet, plan: PruningPlan
-) -> dict[str, Any]:
-    return {
-        "before": {"params": before.params, "macs": before.macs},
-        "after": {"params": after.params, "macs": after.macs},
-        "groups": [
-            {
-                **group_summary(g),
-                "kept": g.num_channels - len(plan.removed.get(g.id, ())),
-            }
-            for g in groups
-            if g.parameters
-        ],
-    }

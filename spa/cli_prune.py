@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from onnx_graph.errors import SparsearchError
+from onnx_graph.report import format_left_alone
 
 
 def _number(text: str, kind: type = float) -> float:
@@ -168,6 +169,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         f"MACs   {totals['macs_before']} -> {totals['macs_after']} ({totals['macs_kept']:.1%})"
     )
+    lines.extend(format_left_alone(report.get("left_alone", [])))
     if "accuracy_after" in totals:
         lines.append(
             f"accuracy {totals['accuracy_before']:.2f}% -> {totals['accuracy_after']:.2f}%"

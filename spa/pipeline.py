@@ -13,6 +13,7 @@ from onnx_graph.analysis import analyze
 from onnx_graph.cost import count_cost
 from onnx_graph.groups import GroupSet
 from onnx_graph.plan import PruningPlan
+from onnx_graph.report import left_alone_groups
 from onnx_graph.surgery import prune
 from spa.allocation import ALLOCATIONS, GroupScores, resolve_criterion, score_groups
 from spa.cost_target import allocate_for_macs
@@ -62,8 +63,11 @@ def build_report(
                 "score_removed": _summary(group_scores[~kept_mask]),
             }
         )
+    pruned = {g for g, removed in plan.removed.items() if len(removed)}
+    excluded = {g.id for g in plan.groups.prunable if g.id not in scores}
     return {
         "groups": rows,
+        "left_alone": left_alone_groups(plan.groups, pruned, excluded),
         "totals": {
             "params_before": before.params,
             "params_after": after.params,

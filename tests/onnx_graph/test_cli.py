@@ -51,7 +51,7 @@ def test_prune_reports_costs_and_leaves_input_untouched(
         main(["prune", str(model_path), "-o", str(out), "--ratio", "0.5", "--round-to", "4"]) == 0
     )
     text = capsys.readouterr().out
-    assert "params:" in text and "MACs:" in text and "touches graph output" in text
+    assert "params " in text and "MACs " in text and "touches graph output" in text
     assert _digest(model_path) == digest
     onnx.checker.check_model(str(out), full_check=True)
     before, after = count_cost(load(model_path)), count_cost(load(out))
@@ -64,9 +64,10 @@ def test_prune_json_lists_kept_channels(model_path: Path, tmp_path: Path, capsys
         == 0
     )
     report = json.loads(capsys.readouterr().out)
-    kept = {g["channels"]: g["kept"] for g in report["groups"] if g["prunable"]}
+    kept = {g["channels"]: g["kept"] for g in report["groups"]}
     assert kept == {8: 4, 16: 8, 32: 16}
-    assert report["after"]["macs"] < report["before"]["macs"]
+    assert report["totals"]["macs_after"] < report["totals"]["macs_before"]
+    assert [row["why"] for row in report["left_alone"]] == ["touches graph output 'y'"]
 
 
 def test_exclude_leaves_matching_groups_alone(model_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -88,8 +89,9 @@ def test_exclude_leaves_matching_groups_alone(model_path: Path, tmp_path: Path, 
         == 0
     )
     report = json.loads(capsys.readouterr().out)
-    gemm_group = next(g for g in report["groups"] if "p_g1[0]" in g["parameters"])
-    assert gemm_group["kept"] == gemm_group["channels"] == 32
+    gemm_group = next(g for g in report["left_alone"] if "p_g1" in g["parameters"])
+    assert gemm_group["why"] == "excluded by --exclude" and gemm_group["channels"] == 32
+    assert all("p_g1" not in g["parameters"] for g in report["groups"])
 
 
 def test_inspect_json(model_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

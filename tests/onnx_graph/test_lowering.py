@@ -106,3 +106,14 @@ def test_saved_model_passes_the_checker(tmp_path: Path) -> None:
     model = lower(_twin_module(), (torch.randn(1, 3, 8, 8),))
     save(model, tmp_path / "m.onnx")
     onnx.checker.check_model(str(tmp_path / "m.onnx"), full_check=True)
+
+
+def test_lowered_weights_do_not_alias_the_module() -> None:
+    module = _twin_module()
+    model = lower(module, (torch.randn(1, 3, 8, 8),))
+    before = model.graph.initializers["left.weight"].const_value.numpy().copy()
+    with torch.no_grad():
+        module.left.weight.add_(1.0)
+    np.testing.assert_array_equal(
+        model.graph.initializers["left.weight"].const_value.numpy(), before
+    )

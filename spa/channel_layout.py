@@ -82,7 +82,7 @@ class ChannelLayout:
             for slot in self.slots:
                 view = slot.parameter.data.movedim(slot.axis, 0)
                 shape = (-1,) + (1,) * (view.dim() - 1)
-                factor = factors[slot.channel].to(view.dtype).view(shape)
+                factor = factors[slot.channel].to(device=view.device, dtype=view.dtype).view(shape)
                 view[slot.positions] = view[slot.positions] * factor
 
     def zero_(self, channels: torch.Tensor) -> None:

@@ -204,6 +204,30 @@ class HESSO(torch.optim.Optimizer):
         # Adam's second moment is a diagonal Fisher estimate; without it, g^2 of the batch.
         return self.state.get(parameter, {}).get("exp_avg_sq")
 
+    # ----- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The usual optimizer state plus HESSO's schedule: step count and channel sets."""
+        state = super().state_dict()
+        state["hesso"] = {
+            "num_steps": self.num_steps, "pruned": self.pruned.clone(),
+            "redundant": self.redundant.clone(), "protected": self.protected.clone(),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a ``state_dict`` taken from a HESSO over the same layout."""
+        state_dict = dict(state_dict)
+        schedule = state_dict.pop("hesso", None)
+        super().load_state_dict(state_dict)
+        if schedule is not None:
+            if len(schedule["pruned"]) != self.layout.num_channels:
+                raise ValueError(
+                    f"checkpoint has {len(schedule['pruned'])} channels, this layout {self.layout.num_channels}"
+                )
+            self.num_steps = int(schedule["num_steps"])
+            self.pruned, self.redundant = schedule["pruned"].clone(), schedule["redundant"].clone()
+            self.protected = schedule["protected"].clone()
+
     # ----- metrics -----------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
         """Group sparsity (exact zeros) and norms of the important and redundant channels."""

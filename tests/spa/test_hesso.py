@@ -104,3 +104,17 @@ def test_rejects_bad_settings():
         HESSO(model.parameters(), layout, target_group_sparsity=1.0)
     with pytest.raises(ValueError, match="pruning_periods"):
         HESSO(model.parameters(), layout, pruning_periods=4, pruning_steps=2)
+
+
+def test_checkpoint_resumes_the_schedule():
+    model, x, mapping = tiny_mapped("mlp")
+    layout = ChannelLayout(model, mapping)
+    options = dict(lr=0.01, target_group_sparsity=0.5, start_pruning_step=1, pruning_periods=2, pruning_steps=4)
+    optimizer = HESSO(model.parameters(), layout, **options)
+    _train(model, x, optimizer, 3)
+    restored = HESSO(model.parameters(), layout, **options)
+    restored.load_state_dict(optimizer.state_dict())
+    assert restored.num_steps == 3 and torch.equal(restored.pruned, optimizer.pruned)
+    assert int(restored.pruned.sum()) == 2  # the first of two periods is committed
+    _train(model, x, restored, 3)
+    assert int(layout.zero_channels().sum()) == 4

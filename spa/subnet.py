@@ -108,7 +108,7 @@ def prune_module(module: Any, mapping: GroupMapping, removed: dict[int, np.ndarr
         tensor = tensors[name]
         data = tensor.detach()
         for axis, indices in axes.items():
-            data = data.index_select(axis, torch.as_tensor(indices, dtype=torch.long))
+            data = data.index_select(axis, torch.as_tensor(indices, dtype=torch.long, device=data.device))
         owner_path, _, leaf = name.rpartition(".")
         owner = owners[owner_path]
         touched.setdefault(owner_path, tuple(_own_shapes(owner)))

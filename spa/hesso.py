@@ -245,6 +245,14 @@ class HESSO(torch.optim.Optimizer):
             "norm_redundant": math.sqrt(float(squared[redundant].sum())),
         }
 
+    def sparsity_by_group(self) -> dict[int, float]:
+        """ONNX group id -> fraction of its channels at exact zero (where the budget went)."""
+        zero = (self.layout.squared_norms() == 0).numpy()
+        return {
+            mapped.group_id: float(zero[self.layout.group_channels(index)].mean())
+            for index, mapped in enumerate(self.layout.mapping.mapped)
+        }
+
 
 def _sgd_update(optimizer: HESSO, group: dict[str, Any]) -> None:
     for parameter in group["params"]:

@@ -4,18 +4,23 @@ A saliency score is a proxy; a channel with small weights can still carry the si
 HESSO has shrunk it to zero the loss may never recover. Before a period commits to its redundant
 set, CRIC measures instead of estimating:
 
-1. take the set chosen by saliency (size = the period's quota) and, as possible replacements, the
-   next ``margin`` candidates by saliency;
+1. take the set chosen by saliency (size = the period's quota) and, as a reference, the next
+   ``margin`` candidates by saliency;
 2. probe each channel of that pool: zero it alone, evaluate the loss on the probe batch, and roll
    its values back (the model is bit-identical afterwards);
-3. the corrected set is the quota's worth of pool channels with the smallest measured loss
-   increase; channels it drops are marked as indispensable for this period and later ones;
-4. repeat with the corrected set (fresh replacements, new probes) until the set no longer
-   changes or ``max_cycles`` is reached;
+3. a chosen channel whose loss increase is an outlier of the pool (above the median by more than
+   ``outlier_mads`` median absolute deviations) is indispensable: it is swapped out, and the next
+   candidate by saliency takes its place;
+4. repeat with the corrected set (new replacements are probed) until no chosen channel is an
+   outlier (the set is stable) or ``max_cycles`` is reached;
 5. finally zero the corrected and the original set jointly (rolled back after each): if the
    corrected set costs more loss than the original, the correction is rolled back.
 
-Then HESSO's hybrid phase (progressive shrinking) runs on the set CRIC returned.
+Replacements follow the saliency order, so CRIC corrects HESSO's choice without overriding its
+allocation across layers (ranking by single-channel loss alone would favour wide layers, where one
+channel matters little, and can thin them until they collapse together). Channels found
+indispensable stay protected in later periods. Then HESSO's hybrid phase (progressive shrinking)
+runs on the set CRIC returned.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CycleRecord:
-    """What one corrective cycle saw: set size, channels swapped out, pool probed."""
+    """What one corrective cycle saw: set size, channels found indispensable, pool probed."""
 
     chosen: int
     swapped_out: list[int]
@@ -47,15 +52,19 @@ class CRIC:
 
     Args:
         loss_fn: Evaluates the module on a fixed probe batch (no gradients) and returns the loss.
-        margin: Replacement candidates probed per cycle, as a fraction of the quota.
-        min_margin: At least this many replacement candidates per cycle.
+        margin: Reference candidates probed per cycle beyond the chosen set, as a fraction of
+            the quota.
+        min_margin: At least this many reference candidates per cycle.
         max_cycles: Corrective cycles at most per period.
+        outlier_mads: How many median absolute deviations above the pool's median loss increase
+            make a chosen channel indispensable.
     """
 
     loss_fn: Callable[[], float]
     margin: float = 0.5
     min_margin: int = 4
     max_cycles: int = 3
+    outlier_mads: float = 3.0
     history: list[list[CycleRecord]] = field(default_factory=list)
     rolled_back: list[bool] = field(default_factory=list)
 
@@ -64,42 +73,38 @@ class CRIC:
         layout = optimizer.layout
         base = float(self.loss_fn())
         sensitivity: dict[int, float] = {}
+        flagged = torch.zeros(layout.num_channels, dtype=torch.bool)
         initial = optimizer.select_by_score(scores, quota)
         chosen = initial
-        swapped = torch.zeros(layout.num_channels, dtype=torch.bool)
         cycles: list[CycleRecord] = []
         for _ in range(self.max_cycles):
-            taken = swapped.clone()
+            taken = flagged.clone()
             taken[torch.as_tensor(chosen, dtype=torch.long)] = True
             extra = max(self.min_margin, math.ceil(self.margin * len(chosen)))
-            reserve = optimizer.select_by_score(scores, extra, excluded=taken)
-            pool = np.concatenate([chosen, reserve])
-            for channel in pool:
-                if int(channel) not in sensitivity:
-                    sensitivity[int(channel)] = self._joint_loss(layout, [int(channel)]) - base
-            measured = torch.full((layout.num_channels,), math.inf, dtype=torch.float64)
-            measured[torch.as_tensor(pool, dtype=torch.long)] = torch.tensor(
-                [sensitivity[int(c)] for c in pool], dtype=torch.float64
-            )
-            outside = torch.ones(layout.num_channels, dtype=torch.bool)
-            outside[torch.as_tensor(pool, dtype=torch.long)] = False
-            corrected = optimizer.select_by_score(measured, len(chosen), excluded=outside)
-            dropped = sorted(set(chosen.tolist()) - set(corrected.tolist()))
-            swapped[torch.as_tensor(dropped, dtype=torch.long)] = True
+            pool = np.concatenate([chosen, optimizer.select_by_score(scores, extra, excluded=taken)])
+            for channel in pool.tolist():
+                if channel not in sensitivity:
+                    sensitivity[channel] = self._joint_loss(layout, [channel]) - base
+            measured = np.array([sensitivity[c] for c in pool.tolist()])
+            median = float(np.median(measured))
+            spread = float(np.median(np.abs(measured - median)))
+            threshold = max(median + self.outlier_mads * spread, 0.0)
+            dropped = [c for c in chosen.tolist() if sensitivity[c] > threshold]
             cycles.append(CycleRecord(len(chosen), dropped, len(pool)))
             if not dropped:
                 break
-            chosen = corrected
+            flagged[torch.as_tensor(dropped, dtype=torch.long)] = True
+            chosen = optimizer.select_by_score(scores, quota, excluded=flagged)
         rolled_back = False
         if set(chosen.tolist()) != set(initial.tolist()):
             if self._joint_loss(layout, chosen.tolist()) > self._joint_loss(layout, initial.tolist()):
                 chosen, rolled_back = initial, True
-                swapped[:] = False
-        optimizer.protected |= swapped
+                flagged[:] = False
+        optimizer.protected |= flagged
         self.history.append(cycles)
         self.rolled_back.append(rolled_back)
         logger.info(
-            "CRIC: %d cycles, %d channels marked indispensable%s", len(cycles), int(swapped.sum()),
+            "CRIC: %d cycles, %d channels marked indispensable%s", len(cycles), int(flagged.sum()),
             ", correction rolled back" if rolled_back else "",
         )
         return chosen

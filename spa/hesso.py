@@ -47,7 +47,13 @@ class HESSO(torch.optim.Optimizer):
         pruning_periods: Number of periods the redundant set grows over.
         pruning_steps: Steps over all periods (each period lasts ``pruning_steps // periods``).
         saliency_weights: Criterion name -> weight (default: the five criteria at 0.2 each).
+        saliency_normalization: ``"group"`` scores each channel relative to its group's mean
+            before the global ranking (balanced layers); ``"global"`` divides each criterion by
+            its largest value over all channels (the public implementation's behaviour).
         min_keep: Channels every group keeps at least.
+        min_keep_fraction: Fraction of its channels every group keeps at least; by default half
+            the average kept fraction, ``(1 - target_group_sparsity) / 2``: the global ranking
+            may thin a layer more than others, but never to the point of cutting the network.
         cric: A ``spa.cric.CRIC`` that corrects each period's redundant set by probing the loss.
     """
 
@@ -69,13 +75,17 @@ class HESSO(torch.optim.Optimizer):
         pruning_periods: int = 1,
         pruning_steps: int = 1,
         saliency_weights: Mapping[str, float] | None = None,
+        saliency_normalization: str = "group",
         min_keep: int = 1,
+        min_keep_fraction: float | None = None,
         cric: Any = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown HESSO variant {variant!r}; choose from {VARIANTS}")
         if not 0.0 <= target_group_sparsity < 1.0:
             raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity}")
+        if saliency_normalization not in ("group", "global"):
+            raise ValueError(f"saliency_normalization must be 'group' or 'global', got {saliency_normalization!r}")
         if pruning_periods < 1 or pruning_steps < pruning_periods:
             raise ValueError(
                 f"need pruning_periods >= 1 and pruning_steps >= pruning_periods, got "
@@ -88,14 +98,20 @@ class HESSO(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.layout = layout
         self.saliency_weights = dict(saliency_weights or DEFAULT_WEIGHTS)
+        self.saliency_normalization = saliency_normalization
         self.start_pruning_step = int(start_pruning_step)
         self.pruning_periods = int(pruning_periods)
         self.period_length = int(pruning_steps) // self.pruning_periods
-        self.min_keep = max(1, int(min_keep))
+        if min_keep_fraction is None:
+            min_keep_fraction = (1.0 - target_group_sparsity) / 2
+        sizes = np.array([g.num_channels for g in layout.mapping.mapped], dtype=np.int64)
+        self.group_min_keep = np.minimum(
+            sizes, np.maximum(max(1, int(min_keep)), np.ceil(min_keep_fraction * sizes - 1e-9).astype(np.int64))
+        )
         self.cric = cric
         self.num_steps = 0
         n = layout.num_channels
-        capacity = sum(max(0, g.num_channels - self.min_keep) for g in layout.mapping.mapped)
+        capacity = int((sizes - self.group_min_keep).sum())
         self.target_channels = min(capacity, int(round(target_group_sparsity * n)))
         self.period_targets = [
             int(round(self.target_channels * (p + 1) / self.pruning_periods))
@@ -148,7 +164,8 @@ class HESSO(torch.optim.Optimizer):
         """Mixed saliency of every channel (higher = more important), from current gradients."""
         stats = channel_statistics(self.layout, self._gradient_estimate, self._curvature_estimate)
         candidates = ~(self.pruned | self.redundant)
-        return mixed_saliency(stats, self.saliency_weights, candidates)
+        groups = self.layout.channel_group if self.saliency_normalization == "group" else None
+        return mixed_saliency(stats, self.saliency_weights, candidates, groups)
 
     def _choose_redundant(self, quota: int) -> None:
         if quota <= 0:
@@ -165,7 +182,7 @@ class HESSO(torch.optim.Optimizer):
     def select_by_score(
         self, scores: torch.Tensor, quota: int, excluded: torch.Tensor | None = None
     ) -> np.ndarray:
-        """The ``quota`` lowest-scoring candidates, each group keeping ``min_keep`` channels.
+        """The ``quota`` lowest-scoring candidates, each group keeping its minimum of channels.
 
         Overflow is resolved by score order (stable for ties), never by channel index. Channels
         CRIC found indispensable are taken only when the others cannot fill the quota.
@@ -186,7 +203,7 @@ class HESSO(torch.optim.Optimizer):
                 if len(chosen) == quota:
                     break
                 group = self.layout.channel_group[channel]
-                if admissible[channel] and left[group] > self.min_keep:
+                if admissible[channel] and left[group] > self.group_min_keep[group]:
                     chosen.append(int(channel))
                     left[group] -= 1
         return np.asarray(chosen, dtype=np.int64)

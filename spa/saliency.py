@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from spa.channel_layout import ChannelLayout
@@ -126,15 +127,24 @@ def channel_statistics(
 
 
 def mixed_saliency(
-    stats: ChannelStatistics, weights: Mapping[str, float], candidates: torch.Tensor | None = None
+    stats: ChannelStatistics,
+    weights: Mapping[str, float],
+    candidates: torch.Tensor | None = None,
+    channel_group: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Weighted sum of the criteria, each divided by its largest magnitude over ``candidates``.
+    """Weighted sum of the criteria, each normalised so that criteria and layers are comparable.
 
     Args:
         stats: Per-channel statistics.
         weights: Criterion name -> weight (unknown names raise ValueError).
-        candidates: Boolean mask of the channels that compete (default: all); the scale of each
-            criterion is taken over them only, so channels already pruned do not skew it.
+        candidates: Boolean mask of the channels that compete (default: all); scales are taken
+            over them only, so channels already pruned do not skew them.
+        channel_group: Group index of every channel. Given, each criterion is divided by its
+            median magnitude over the group's candidates (the median: Taylor scores are heavy
+            tailed), so a channel is scored relative to its layer
+            and a layer whose channels are all large (many elements, large gradients) cannot
+            keep its width while another collapses; the mixed scores are then ranked globally.
+            Not given, each criterion is divided by its largest magnitude over all candidates.
     """
     unknown = sorted(set(weights) - set(_SALIENCY))
     if unknown:
@@ -145,7 +155,19 @@ def mixed_saliency(
         if weight == 0:
             continue
         values = _SALIENCY[name](stats)
-        scale = values[mask].abs().max() if bool(mask.any()) else torch.tensor(0.0)
-        if scale > 0:
-            total += weight * values / scale
+        total += weight * values / _scales(values.abs(), mask, channel_group)
     return total
+
+
+def _scales(magnitudes: torch.Tensor, mask: torch.Tensor, channel_group: np.ndarray | None) -> torch.Tensor:
+    """Per-channel divisor: the global max, or the group median, of the candidates' magnitudes."""
+    if channel_group is None:
+        scale = magnitudes[mask].max() if bool(mask.any()) else torch.tensor(0.0)
+        return torch.where(scale > 0, scale, torch.ones_like(scale)).expand_as(magnitudes)
+    scales = torch.ones_like(magnitudes)
+    for group in np.unique(channel_group):
+        members = torch.as_tensor(channel_group == group)
+        live = magnitudes[members & mask]
+        median = torch.quantile(live, 0.5) if len(live) else torch.tensor(0.0, dtype=magnitudes.dtype)
+        scales[members] = median if median > 0 else 1.0
+    return scales

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,3 +42,15 @@ def test_unknown_criterion_is_refused():
     assert "taylor_second_order" in registered_saliency()
     with pytest.raises(ValueError, match="unknown saliency"):
         mixed_saliency(_stats(), {"hessian_trace": 1.0})
+
+
+def test_group_normalisation_scores_channels_relative_to_their_group():
+    stats = _stats()
+    groups = np.array([0, 0, 1, 1])
+    magnitude = mixed_saliency(stats, {"magnitude": 1.0}, channel_group=groups)
+    # group 0: norms 2 and 1, median 1.5; group 1: norms 3 and 0, median 1.5
+    assert magnitude.tolist() == pytest.approx([2 / 1.5, 1 / 1.5, 3 / 1.5, 0.0])
+    # a pruned channel does not count towards its group's scale
+    candidates = torch.tensor([True, True, True, False])
+    magnitude = mixed_saliency(stats, {"magnitude": 1.0}, candidates, groups)
+    assert magnitude.tolist() == pytest.approx([2 / 1.5, 1 / 1.5, 1.0, 0.0])

@@ -118,3 +118,18 @@ def test_checkpoint_resumes_the_schedule():
     assert int(restored.pruned.sum()) == 2  # the first of two periods is committed
     _train(model, x, restored, 3)
     assert int(layout.zero_channels().sum()) == 4
+
+
+def test_keep_floor_caps_each_group_and_the_target():
+    model, _, mapping = tiny_mapped("mlp3d")
+    layout = ChannelLayout(model, mapping)
+    sizes = [g.num_channels for g in mapping.mapped]
+    optimizer = HESSO(model.parameters(), layout, target_group_sparsity=0.6, min_keep_fraction=0.5)
+    floors = [int(np.ceil(0.5 * n)) for n in sizes]
+    assert optimizer.group_min_keep.tolist() == floors
+    assert optimizer.target_channels == sum(sizes) - sum(floors) < round(0.6 * sum(sizes))
+    chosen = optimizer.select_by_score(torch.zeros(layout.num_channels, dtype=torch.float64), 100)
+    assert len(chosen) == optimizer.target_channels
+    # the default floor is half the average kept fraction
+    default = HESSO(model.parameters(), layout, target_group_sparsity=0.7)
+    assert default.group_min_keep.tolist() == [int(np.ceil(0.15 * n)) for n in sizes]

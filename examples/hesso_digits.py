@@ -48,7 +48,7 @@ def main() -> None:
             optimizer.step()
             schedule.step()
         metrics = optimizer.metrics()
-        print(f"epoch {epoch + 1}: loss {float(loss):.3f}, group sparsity {metrics['group_sparsity']:.1%}, "
+        print(f"epoch {epoch + 1}: loss {loss.item():.3f}, group sparsity {metrics['group_sparsity']:.1%}, "
               f"test accuracy {evaluate(model, data.x_test, data.y_test):.2f}%")
 
     subnet = sparse.construct_subnet()  # (3) pruned ONNX model and pruned module

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from spa.channel_layout import ChannelLayout
+from spa.dense_updates import VARIANT_UPDATES
 from spa.saliency import DEFAULT_WEIGHTS, channel_statistics, mixed_saliency
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("sgd", "adam", "adamw")
+VARIANTS = tuple(VARIANT_UPDATES)
 
 
 class HESSO(torch.optim.Optimizer):
@@ -143,7 +144,7 @@ class HESSO(torch.optim.Optimizer):
             self._commit()
             self._choose_redundant(self.period_targets[position[0]] - int(self.pruned.sum()))
         for group in self.param_groups:
-            _VARIANT_UPDATES[group["variant"]](self, group)
+            VARIANT_UPDATES[group["variant"]](self.state, group)
         if position is not None and bool(self.redundant.any()):
             remaining = self.period_length - position[1]
             factors = torch.ones(self.layout.num_channels, dtype=torch.float64)
@@ -269,53 +270,3 @@ class HESSO(torch.optim.Optimizer):
             mapped.group_id: float(zero[self.layout.group_channels(index)].mean())
             for index, mapped in enumerate(self.layout.mapping.mapped)
         }
-
-
-def _sgd_update(optimizer: HESSO, group: dict[str, Any]) -> None:
-    for parameter in group["params"]:
-        if parameter.grad is None:
-            continue
-        grad = parameter.grad
-        if group["weight_decay"]:
-            grad = grad.add(parameter, alpha=group["weight_decay"])
-        if group["momentum"]:
-            state = optimizer.state[parameter]
-            buffer = state.get("momentum_buffer")
-            if buffer is None:
-                buffer = state["momentum_buffer"] = grad.clone()
-            else:
-                buffer.mul_(group["momentum"]).add_(grad, alpha=1 - group["dampening"])
-            grad = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
-        parameter.add_(grad, alpha=-group["lr"])
-
-
-def _adam_update(optimizer: HESSO, group: dict[str, Any]) -> None:
-    beta1, beta2 = group["betas"]
-    decoupled = group["variant"] == "adamw"
-    for parameter in group["params"]:
-        if parameter.grad is None:
-            continue
-        grad = parameter.grad
-        if group["weight_decay"]:
-            if decoupled:
-                parameter.mul_(1 - group["lr"] * group["weight_decay"])
-            else:
-                grad = grad.add(parameter, alpha=group["weight_decay"])
-        state = optimizer.state[parameter]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(parameter)
-            state["exp_avg_sq"] = torch.zeros_like(parameter)
-        state["step"] += 1
-        state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        corrected_first = state["exp_avg"] / (1 - beta1 ** state["step"])
-        corrected_second = state["exp_avg_sq"] / (1 - beta2 ** state["step"])
-        parameter.addcdiv_(corrected_first, corrected_second.sqrt().add_(group["eps"]), value=-group["lr"])
-
-
-_VARIANT_UPDATES: dict[str, Callable[[HESSO, dict[str, Any]], None]] = {
-    "sgd": _sgd_update,
-    "adam": _adam_update,
-    "adamw": _adam_update,
-}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,24 @@ def test_keep_floor_caps_each_group_and_the_target():
     # the default floor is half the average kept fraction
     default = HESSO(model.parameters(), layout, target_group_sparsity=0.7)
     assert default.group_min_keep.tolist() == [int(np.ceil(0.15 * n)) for n in sizes]
+
+
+@pytest.mark.parametrize(
+    ("variant", "reference"),
+    [
+        ("sgd", lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2)),
+        ("adam", lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=1e-2)),
+        ("adamw", lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=1e-2)),
+    ],
+)
+def test_dense_steps_match_torch_optimizers(variant, reference):
+    model, x, mapping = tiny_mapped("mlp")
+    twin = copy.deepcopy(model)
+    optimizer = HESSO(
+        model.parameters(), ChannelLayout(model, mapping), variant=variant, lr=0.05,
+        weight_decay=1e-2, start_pruning_step=100, pruning_steps=10,
+    )
+    _train(model, x, optimizer, 4)
+    _train(twin, x, reference(twin.parameters()), 4)
+    for (name, ours), theirs in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)

@@ -29,18 +29,20 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
     """
     removed = plan.removed_mask()
     kept = plan.groups.kept_positions(removed)
+    axis_sizes = {(a.value_name, a.axis): a.size for a in plan.groups.axes}
     pruned = model.clone()
     values = _values_by_name(pruned.graph)
     original_sizes: dict[tuple[str, int], int] = {}
     for (name, axis), positions in kept.items():
         value = values[name]
         assert value.shape is not None
-        original_sizes[(name, axis)] = int(value.shape[axis])  # type: ignore[arg-type]
+        original_sizes[(name, axis)] = axis_sizes[(name, axis)]
         if value.const_value is not None:
             array = np.take(value.const_value.numpy(), positions, axis=axis)
             value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
         dims = list(value.shape)
-        dims[axis] = len(positions)
+        # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
+        dims[axis] = len(positions) if isinstance(dims[axis], int) else None
         value.shape = ir.Shape(dims)
     ctx = SurgeryContext(pruned.graph, kept, original_sizes)
     for node in list(pruned.graph):

@@ -1,6 +1,15 @@
 """Op rules, one module per family; importing this package registers every rule."""
 
-from onnx_graph.rules import concat_split, conv, elementwise, layout, linear, norm, reshape
+from onnx_graph.rules import (
+    concat_split,
+    conv,
+    elementwise,
+    expand,
+    layout,
+    linear,
+    norm,
+    reshape,
+)
 from onnx_graph.rules.base import OpRule, register_rule, registered_op_types, rule_for
 
 __all__ = [
@@ -8,6 +17,7 @@ __all__ = [
     "concat_split",
     "conv",
     "elementwise",
+    "expand",
     "layout",
     "linear",
     "norm",

@@ -16,6 +16,7 @@ from onnx_graph.analysis_context import AnalysisContext, static_shape
 from onnx_graph.index_map import ExplicitMap
 from onnx_graph.rules.base import OpRule, register_rule
 from onnx_graph.rules.helpers import constant_ints
+from onnx_graph.rules.split_policy import split_target
 from onnx_graph.surgery_context import SurgeryContext
 
 Block = tuple[list[int], list[int]]
@@ -93,7 +94,7 @@ class ReshapeRule(OpRule):
             sized = [a for a in other_axes if (other_shape[a] or 0) > 1]
             if not sized:
                 return
-            targets = [max(sized, key=lambda a: other_shape[a])]  # type: ignore[arg-type, return-value]
+            targets = [split_target(port, axis, other_value, sized, other_shape, ctx)]
         if node.op_type == "Reshape" and on_input:
             for target in targets:
                 if not _target_rewritable(node, target):
@@ -112,7 +113,7 @@ class ReshapeRule(OpRule):
         assert output.shape is not None
         for axis in range(len(output.shape)):
             if ctx.kept_positions(output, axis) is not None:
-                _rewrite_target(node, axis, ctx.new_size(output, axis), ctx)
+                _rewrite_target(node, axis, output, ctx)
 
 
 def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
@@ -134,9 +135,23 @@ def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
         if length is None:
             return None
         if offset <= axis < offset + length:
-            return (producer, index, axis - offset) if piece.const_value is not None else None
+            if piece.const_value is not None or _read_from_shape(piece):
+                return producer, index, axis - offset
+            return None
         offset += length
     return None
+
+
+def _read_from_shape(piece: ir.Value, depth: int = 4) -> bool:
+    """Whether a shape piece is read at run time from a tensor's Shape (it follows pruning)."""
+    producer = piece.producer()
+    if producer is None or depth == 0:
+        return False
+    if producer.op_type == "Shape":
+        return True
+    if producer.op_type in ("Slice", "Gather", "Squeeze", "Unsqueeze", "Cast", "Identity"):
+        return _read_from_shape(producer.inputs[0], depth - 1)
+    return False
 
 
 def _target_rewritable(node: ir.Node, axis: int) -> bool:
@@ -144,17 +159,24 @@ def _target_rewritable(node: ir.Node, axis: int) -> bool:
     if entry is None:
         return False
     holder, index, position = entry
-    values = constant_ints(holder.inputs[index]) or []
+    piece = holder.inputs[index]
+    if piece.const_value is None:
+        return True  # read from a Shape at run time
+    values = constant_ints(piece) or []
     return position < len(values)
 
 
-def _rewrite_target(node: ir.Node, axis: int, new_size: int, ctx: SurgeryContext) -> None:
+def _rewrite_target(
+    node: ir.Node, axis: int, output: ir.Value, ctx: SurgeryContext, keep_ones: bool = False
+) -> None:
     entry = _shape_entry(node, axis)
     if entry is None:
         raise ValueError(f"Reshape node '{node.name}': target entry {axis} is not constant")
     holder, index, position = entry
+    if holder.inputs[index].const_value is None:
+        return  # read from a pruned tensor's Shape at run time
     values = np.array(ctx.constant(holder.inputs[index]), dtype=np.int64).reshape(-1)
-    if values[position] in (0, -1):
+    if values[position] in (0, -1) or (keep_ones and values[position] == 1):
         return  # copied from the input or inferred: follows the pruned input by itself
-    values[position] = new_size
+    values[position] = ctx.new_size(output, axis)
     ctx.replace_constant_input(holder, index, values)

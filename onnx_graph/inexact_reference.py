@@ -1,0 +1,84 @@
+"""A dense reference for inexact groups: the zeroed model with LayerNorms over kept channels only.
+
+Pruning a LayerNorm-normalised axis changes the mean and variance (they run over fewer channels),
+so ``zero_out`` is no reference for such groups. This model is: every LayerNormalization whose
+channel axis loses channels gathers the kept channels, normalises them with the kept scale and bias,
+and scatters the result back with a 0/1 matrix (removed channels read 0, as their zeroed scale and
+bias give). Its outputs must equal the pruned model's exactly; tests and benchmarks use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from onnx_graph.plan import PruningPlan
+from onnx_graph.surgery import prune, zero_out
+
+
+def masked_norm_reference(model: ir.Model, plan: PruningPlan) -> ir.Model:
+    """``zero_out(model, plan)`` with each affected LayerNorm computed over kept channels only."""
+    kept = plan.groups.kept_positions(plan.removed_mask())
+    reference = zero_out(model, plan)
+    graph = reference.graph
+    for node in list(graph):
+        if node.op_type != "LayerNormalization" or node.inputs[0].shape is None:
+            continue
+        x = node.inputs[0]
+        x_rank = len(x.shape)
+        channel_axis = x_rank - 1
+        positions = kept.get((x.name, channel_axis))
+        attribute = node.attributes.get("axis")
+        norm_axis = int(attribute.value) if attribute is not None else -1
+        if positions is None or norm_axis not in (-1, x_rank - 1):
+            continue
+        _replace_with_masked(graph, node, positions, int(x.shape[channel_axis]))  # type: ignore[arg-type]
+    return reference
+
+
+def _replace_with_masked(graph: ir.Graph, node: ir.Node, positions: np.ndarray, size: int) -> None:
+    name = node.name or "layer_norm"
+    indices = _constant(graph, f"{name}__kept", positions.astype(np.int64))
+    scatter = np.zeros((len(positions), size), dtype=np.float32)
+    scatter[np.arange(len(positions)), positions] = 1.0
+    scatter_value = _constant(graph, f"{name}__scatter", scatter)
+    gathered = ir.node("Gather", [node.inputs[0], indices], attributes={"axis": -1})
+    inputs = [gathered.outputs[0]]
+    for index, parameter in enumerate(node.inputs[1:3], start=1):
+        if parameter is None or parameter.const_value is None:
+            continue
+        sliced = np.ascontiguousarray(parameter.const_value.numpy()[positions])
+        inputs.append(_constant(graph, f"{name}__param{index}", sliced))
+    normed = ir.node("LayerNormalization", inputs, attributes={
+        k: v for k, v in node.attributes.items()
+    })
+    scattered = ir.node("MatMul", [normed.outputs[0], scatter_value])
+    graph.insert_before(node, [gathered, normed, scattered])
+    old_output = node.outputs[0]
+    ir.convenience.replace_all_uses_with(old_output, scattered.outputs[0])
+    for index, graph_output in enumerate(graph.outputs):
+        if graph_output is old_output:
+            graph.outputs[index] = scattered.outputs[0]
+    graph.remove(node, safe=True)
+
+
+def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    tensor = ir.Tensor(array, name=name)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
+                     const_value=tensor)
+    graph.register_initializer(value)
+    return value
+
+
+def masked_norm_difference(
+    model: ir.Model, plan: PruningPlan, inputs: Mapping[str, np.ndarray] | np.ndarray
+) -> tuple[float, float]:
+    """(max |pruned - masked reference|, max |reference|): the oracle for inexact groups."""
+    from onnx_graph.testing import run_onnx
+
+    pruned = run_onnx(prune(model, plan), inputs)
+    reference = run_onnx(masked_norm_reference(model, plan), inputs)
+    difference = max(float(np.abs(p - r).max()) for p, r in zip(pruned, reference, strict=True))
+    return difference, max(float(np.abs(r).max()) for r in reference)

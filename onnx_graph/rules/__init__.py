@@ -3,6 +3,7 @@
 from onnx_graph.rules import (
     concat_split,
     conv,
+    einsum,
     elementwise,
     expand,
     layout,
@@ -16,6 +17,7 @@ __all__ = [
     "OpRule",
     "concat_split",
     "conv",
+    "einsum",
     "elementwise",
     "expand",
     "layout",

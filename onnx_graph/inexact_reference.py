@@ -23,18 +23,20 @@ def masked_norm_reference(model: ir.Model, plan: PruningPlan) -> ir.Model:
     kept = plan.groups.kept_positions(plan.removed_mask())
     reference = zero_out(model, plan)
     graph = reference.graph
-    for node in list(graph):
-        if node.op_type != "LayerNormalization" or node.inputs[0].shape is None:
+    # Read every input name first: a replaced norm's output feeds the next norm under a new name.
+    norms = [(node, node.inputs[0]) for node in graph if node.op_type == "LayerNormalization"]
+    targets = []
+    for node, x in norms:
+        if x.shape is None:
             continue
-        x = node.inputs[0]
         x_rank = len(x.shape)
-        channel_axis = x_rank - 1
-        positions = kept.get((x.name, channel_axis))
+        positions = kept.get((x.name, x_rank - 1))
         attribute = node.attributes.get("axis")
         norm_axis = int(attribute.value) if attribute is not None else -1
-        if positions is None or norm_axis not in (-1, x_rank - 1):
-            continue
-        _replace_with_masked(graph, node, positions, int(x.shape[channel_axis]))  # type: ignore[arg-type]
+        if positions is not None and norm_axis in (-1, x_rank - 1):
+            targets.append((node, positions, int(x.shape[x_rank - 1])))  # type: ignore[arg-type]
+    for node, positions, size in targets:
+        _replace_with_masked(graph, node, positions, size)
     return reference
 
 

@@ -29,8 +29,11 @@ def fold_identity_gathers(graph: ir.Graph) -> int:
         output = node.outputs[0]
         if output.is_graph_output():
             continue
+        flatten = node.inputs[0].producer()
         ir.convenience.replace_all_uses_with(output, source)
-        graph.remove(node, safe=False)
+        graph.remove(node, safe=True)
+        if flatten is not None and not any(out.uses() for out in flatten.outputs):
+            graph.remove(flatten, safe=True)
         folded += 1
     if folded:
         logger.info("folded %d identity as_strided gathers", folded)

@@ -16,6 +16,7 @@ from onnx_graph.analysis_context import AnalysisContext, AnalysisOptions
 from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
 from onnx_graph.prepare import prepare
 from onnx_graph.rules.base import rule_for
+from onnx_graph.shape_targets import constant_reshape_targets
 from onnx_graph.static_shapes import has_symbolic_dims, with_concrete_shapes
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ def analyze(
         raise ValueError(f"attention must be 'head_dim' or 'heads', got {attention!r}")
     if not prepared:
         prepare(model)
-    if has_symbolic_dims(model):  # relate channel axes on concrete shapes (batch 1)
-        model = with_concrete_shapes(model) or model
+    if has_symbolic_dims(model):
+        constant_reshape_targets(model)  # in place: computed targets would read stale sizes
+        model = with_concrete_shapes(model) or model  # relate channel axes at batch 1
     ctx = AnalysisContext(model.graph, AnalysisOptions(attention, allow_inexact))
     for node in model.graph:
         rule = rule_for(node)

@@ -149,7 +149,7 @@ class GatherRule(OpRule):
         ctx.couple(data, data_axis, output, output_axis)
 
 
-@register_rule("Shape", "Size")
+@register_rule("Size")
 class ShapeOfRule(OpRule):
     """Reads only the shape: the result follows the pruned shape at run time, nothing to couple."""
 

@@ -135,23 +135,9 @@ def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
         if length is None:
             return None
         if offset <= axis < offset + length:
-            if piece.const_value is not None or _read_from_shape(piece):
-                return producer, index, axis - offset
-            return None
+            return (producer, index, axis - offset) if piece.const_value is not None else None
         offset += length
     return None
-
-
-def _read_from_shape(piece: ir.Value, depth: int = 4) -> bool:
-    """Whether a shape piece is read at run time from a tensor's Shape (it follows pruning)."""
-    producer = piece.producer()
-    if producer is None or depth == 0:
-        return False
-    if producer.op_type == "Shape":
-        return True
-    if producer.op_type in ("Slice", "Gather", "Squeeze", "Unsqueeze", "Cast", "Identity"):
-        return _read_from_shape(producer.inputs[0], depth - 1)
-    return False
 
 
 def _target_rewritable(node: ir.Node, axis: int) -> bool:
@@ -159,10 +145,7 @@ def _target_rewritable(node: ir.Node, axis: int) -> bool:
     if entry is None:
         return False
     holder, index, position = entry
-    piece = holder.inputs[index]
-    if piece.const_value is None:
-        return True  # read from a Shape at run time
-    values = constant_ints(piece) or []
+    values = constant_ints(holder.inputs[index]) or []
     return position < len(values)
 
 
@@ -173,10 +156,10 @@ def _rewrite_target(
     if entry is None:
         raise ValueError(f"Reshape node '{node.name}': target entry {axis} is not constant")
     holder, index, position = entry
-    if holder.inputs[index].const_value is None:
-        return  # read from a pruned tensor's Shape at run time
     values = np.array(ctx.constant(holder.inputs[index]), dtype=np.int64).reshape(-1)
     if values[position] in (0, -1) or (keep_ones and values[position] == 1):
         return  # copied from the input or inferred: follows the pruned input by itself
-    values[position] = ctx.new_size(output, axis)
+    kept = ctx.kept_positions(output, axis)
+    assert kept is not None
+    values[position] = len(kept)  # the value's own shape may be unknown (dynamic exports)
     ctx.replace_constant_input(holder, index, values)

@@ -111,51 +111,64 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
     num_channels = int(position_channel.max()) + 1 if total else 0
 
     # A group is the set of channels touching exactly the same channel axes.
+    num_axes = max(1, len(ctx.axes))
     axis_of_position = np.repeat(np.arange(len(ctx.axes)), [a.size for a in ctx.axes])
-    pairs = np.unique(np.stack([position_channel, axis_of_position], axis=1), axis=0)
-    split_at = np.flatnonzero(np.diff(pairs[:, 0])) + 1
-    signatures = [tuple(chunk[:, 1]) for chunk in np.split(pairs, split_at)] if len(pairs) else []
-    signature_group: dict[tuple[int, ...], int] = {}
-    channel_group = np.empty(num_channels, dtype=np.int64)
-    for channel, signature in enumerate(signatures):
-        channel_group[channel] = signature_group.setdefault(signature, len(signature_group))
+    keys = _sorted_unique(position_channel * num_axes + axis_of_position)  # by channel, axis
+    pair_axis = keys % num_axes
+    channel_starts = np.concatenate([[0], np.flatnonzero(np.diff(keys // num_axes)) + 1])
+    # A channel's signature is its set of axes, hashed as a sum of random 64-bit words per axis
+    # (a collision among a few thousand signatures has probability ~1e-13).
+    words = np.random.default_rng(0).integers(0, 2**63, size=num_axes, dtype=np.uint64)
+    signature = np.add.reduceat(words[pair_axis], channel_starts) if len(keys) else words[:0]
+    _, first_channel, inverse = np.unique(signature, return_index=True, return_inverse=True)
+    group_order = np.argsort(np.argsort(first_channel))  # number groups by first appearance
+    channel_group = group_order[inverse.reshape(-1)].astype(np.int64)
+    num_groups = len(first_channel)
 
     # Order a group's channels by their first position on the group's first axis.
     first_position = np.full(num_channels, np.iinfo(np.int64).max)
-    np.minimum.at(first_position, position_channel, np.arange(total))
+    first_position[position_channel[::-1]] = np.arange(total)[::-1]  # the last write wins
     order = np.lexsort((first_position, channel_group))
     channel_rank = np.empty(num_channels, dtype=np.int64)
-    group_sizes = np.bincount(channel_group, minlength=len(signature_group))
+    group_sizes = np.bincount(channel_group, minlength=num_groups)
     starts = np.concatenate([[0], np.cumsum(group_sizes)[:-1]])
     channel_rank[order] = np.arange(num_channels) - np.repeat(starts, group_sizes)
 
-    members: list[list[GroupMember]] = [[] for _ in signature_group]
-    frozen: list[list[str]] = [[] for _ in signature_group]
-    inexact: list[list[str]] = [[] for _ in signature_group]
-    for channel_axis in ctx.axes:
-        span = position_channel[channel_axis.base : channel_axis.base + channel_axis.size]
-        axis_groups = channel_group[span]
-        for group_id in np.unique(axis_groups):
-            positions = np.flatnonzero(axis_groups == group_id)
-            members[group_id].append(
-                GroupMember(
-                    channel_axis.value_name, channel_axis.axis, channel_axis.size,
-                    channel_axis.is_parameter, positions, channel_rank[span[positions]],
-                    tuple(sorted(channel_axis.nodes)),
-                )
+    members: list[list[GroupMember]] = [[] for _ in range(num_groups)]
+    frozen: list[list[str]] = [[] for _ in range(num_groups)]
+    inexact: list[list[str]] = [[] for _ in range(num_groups)]
+    # One stable sort of all positions by (axis, group) yields every member's positions in order.
+    member_key = axis_of_position * num_groups + channel_group[position_channel]
+    by_member = np.argsort(member_key, kind="stable")
+    sorted_keys = member_key[by_member]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_keys)) + 1, [total]]) if total else []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        axis_index, group_id = divmod(int(sorted_keys[start]), num_groups)
+        channel_axis = ctx.axes[axis_index]
+        global_positions = by_member[start:stop]
+        members[group_id].append(
+            GroupMember(
+                channel_axis.value_name, channel_axis.axis, channel_axis.size,
+                channel_axis.is_parameter, global_positions - channel_axis.base,
+                channel_rank[position_channel[global_positions]], tuple(sorted(channel_axis.nodes)),
             )
-            for reason in channel_axis.frozen_reasons:
+        )
+        for reasons, collected in ((channel_axis.frozen_reasons, frozen[group_id]),
+                                   (channel_axis.inexact_reasons, inexact[group_id])):
+            for reason in reasons:
                 message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
-                if message not in frozen[group_id]:
-                    frozen[group_id].append(message)
-            for reason in channel_axis.inexact_reasons:
-                message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
-                if message not in inexact[group_id]:
-                    inexact[group_id].append(message)
+                if message not in collected:
+                    collected.append(message)
     groups = [
         PruningGroup(
             group_id, int(group_sizes[group_id]), members[group_id], frozen[group_id], inexact[group_id]
         )
-        for group_id in range(len(signature_group))
+        for group_id in range(num_groups)
     ]
     return GroupSet(ctx.axes, position_channel, channel_group, channel_rank, groups)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` for 1-D integers by sorting (numpy's hash-based unique is slower here)."""
+    ordered = np.sort(values)
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if len(ordered) else ordered

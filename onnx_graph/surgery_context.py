@@ -19,6 +19,7 @@ class SurgeryContext:
     ) -> None:
         self.graph = graph
         self._kept = kept
+        self._changed_names = {name for name, _ in kept}
         self._original_sizes = original_sizes
         self._counter = 0
 
@@ -33,7 +34,7 @@ class SurgeryContext:
         return self._kept.get((value.name, axis))
 
     def changed(self, value: ir.Value | None) -> bool:
-        return value is not None and any(name == value.name for name, _ in self._kept)
+        return value is not None and value.name in self._changed_names
 
     def new_size(self, value: ir.Value, axis: int) -> int:
         """Static size of ``value[axis]`` after surgery."""

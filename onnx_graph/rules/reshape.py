@@ -103,8 +103,10 @@ class ReshapeRule(OpRule):
         here = _coordinates(in_shape if on_input else out_shape, block[0] if on_input else block[1])
         there = _coordinates(other_shape, other_axes)
         for target in targets:
-            pairs = np.unique(np.stack([here[axis], there[target]], axis=1), axis=0)
-            ctx.couple(port, axis, other_value, target, ExplicitMap(pairs[:, 0], pairs[:, 1]))
+            width = int(there[target].max()) + 1
+            keys = np.sort(here[axis] * width + there[target])
+            keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+            ctx.couple(port, axis, other_value, target, ExplicitMap(keys // width, keys % width))
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
         if node.op_type != "Reshape":

@@ -89,9 +89,8 @@ def run_torch_pruning(zoo_model: ZooModel, module: Any) -> dict[str, Any]:
             "macs": (macs_before, macs_after)}
 
 
-def run_one(name: str) -> dict[str, Any]:
-    import copy
-
+def run_one(name: str, tool: str) -> dict[str, Any]:
+    """One tool on one model (called in a child process with a memory and time limit)."""
     import torch
 
     from onnx_graph.testing import randomize_module
@@ -99,17 +98,33 @@ def run_one(name: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     zoo_model = next(m for m in transformer_models() if m.name == name)
     module = randomize_module(zoo_model.build(), seed=0).eval()
-    result: dict[str, Any] = {"model": name, "input": zoo_model.image_size}
+    runner = run_torch_pruning if tool == "tp" else run_sparsearch
     try:
-        result["tp"] = run_torch_pruning(zoo_model, copy.deepcopy(module))
-    except Exception as error:  # noqa: BLE001
-        result["tp"] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:100]}
-    try:
-        result["ours"] = run_sparsearch(zoo_model, module)
-    except Exception as error:  # noqa: BLE001
-        result["ours"] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:160]}
+        result = runner(zoo_model, module)
+    except Exception as error:  # noqa: BLE001  (the table reports any failure)
+        result = {"ok": False, "error": f"{type(error).__name__}: {error}"[:160]}
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
+
+
+def run_child(name: str, tool: str, timeout: int, memory_gb: float) -> dict[str, Any]:
+    """Run ``run_one`` in a child process; a crash, timeout or out-of-memory becomes a failure."""
+    def limit_memory() -> None:
+        limit = int(memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    try:
+        completed = subprocess.run(
+            [sys.executable, __file__, "--one", name, "--tool", tool], capture_output=True,
+            text=True, timeout=timeout, preexec_fn=limit_memory,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timeout after {timeout}s"}
+    lines = completed.stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        return json.loads(lines[-1])
+    tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"ok": False, "error": f"exit {completed.returncode}: {tail[:100]}"}
 
 
 def _reduction(pair: Any) -> str:
@@ -148,24 +163,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=[m.name for m in transformer_models()])
     parser.add_argument("--jsonl", default="bench/zoo_transformers.jsonl")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per model")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per model and tool")
+    parser.add_argument("--memory-gb", type=float, default=8.0, help="address-space limit per run")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--tool", choices=["tp", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one)))
+        print(json.dumps(run_one(args.one, args.tool)))
         return
     results = []
     for name in args.models:
-        try:
-            completed = subprocess.run(
-                [sys.executable, __file__, "--one", name], capture_output=True, text=True,
-                timeout=args.timeout,
-            )
-            last = completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else ""
-            row = json.loads(last) if last.startswith("{") else {
-                "model": name, "input": "-", "ours": {"ok": False, "error": completed.stderr[-200:]}}
-        except subprocess.TimeoutExpired:
-            row = {"model": name, "input": "-", "ours": {"ok": False, "error": "timeout"}}
+        size = next(m.image_size for m in transformer_models() if m.name == name)
+        row = {"model": name, "input": size}
+        for tool in ("tp", "ours"):
+            row[tool] = run_child(name, tool, args.timeout, args.memory_gb)
         results.append(row)
         with open(args.jsonl, "a") as handle:
             handle.write(json.dumps(row) + "\n")

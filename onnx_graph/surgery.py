@@ -38,8 +38,11 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
         assert value.shape is not None
         original_sizes[(name, axis)] = axis_sizes[(name, axis)]
         if value.const_value is not None:
-            array = np.take(value.const_value.numpy(), positions, axis=axis)
+            original = value.const_value
+            array = np.take(original.numpy(), positions, axis=axis)
             value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
+            if isinstance(original, ir.ExternalTensor):
+                original.release()  # unmap: a large model's weights are read one at a time
         dims = list(value.shape)
         # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
         dims[axis] = len(positions) if isinstance(dims[axis], int) else None

@@ -63,9 +63,12 @@ def member_channel_norms(model: ir.Model, member: GroupMember, order: int) -> np
     """Per-channel L``order`` norm (raised to ``order``) of one parameter member's slices."""
     value = model.graph.initializers[member.value_name]
     assert value.const_value is not None
-    array = np.moveaxis(value.const_value.numpy().astype(np.float64), member.axis, 0)
-    flat = array.reshape(array.shape[0], -1)[member.positions]
-    per_position = np.abs(flat).sum(axis=1) if order == 1 else np.square(flat).sum(axis=1)
+    array = value.const_value.numpy()
+    # Reduce over the other axes in float64 without a float64 copy of the whole tensor: a large
+    # model's weight is then read once with a single same-size temporary.
+    other_axes = tuple(a for a in range(array.ndim) if a != member.axis)
+    magnitude = np.abs(array) if order == 1 else np.square(array)
+    per_position = magnitude.sum(axis=other_axes, dtype=np.float64)[member.positions]
     group_size = int(member.channel_index.max()) + 1 if len(member.channel_index) else 0
     return np.bincount(member.channel_index, weights=per_position, minlength=group_size)
 

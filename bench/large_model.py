@@ -119,11 +119,13 @@ def verify(path: Path, output: Path, kept: dict[str, list[int]], layers: int) ->
     import onnx_ir as ir
 
     original = ir.load(path)
-    x = np.random.default_rng(1).standard_normal((BATCH, original.graph.inputs[0].shape[1])).astype(np.float32)
+    weights = {name: value.const_value for name, value in original.graph.initializers.items()}
+    width = int(weights["w0"].shape[0])  # type: ignore[union-attr, arg-type]
+    x = np.random.default_rng(1).standard_normal((BATCH, width)).astype(np.float32)
     expected, previous = x, None
     for layer in range(layers):
-        weight = original.graph.initializers[f"w{layer}"].const_value.numpy()
-        bias = original.graph.initializers[f"b{layer}"].const_value.numpy()
+        weight = weights[f"w{layer}"].numpy()  # type: ignore[union-attr]
+        bias = weights[f"b{layer}"].numpy()  # type: ignore[union-attr]
         rows = np.asarray(previous) if previous is not None else slice(None)
         columns = np.asarray(kept[f"b{layer}"]) if f"b{layer}" in kept else slice(None)
         expected = expected @ weight[rows][:, columns] + bias[columns]

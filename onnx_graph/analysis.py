@@ -141,7 +141,9 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
     member_key = axis_of_position * num_groups + channel_group[position_channel]
     by_member = np.argsort(member_key, kind="stable")
     sorted_keys = member_key[by_member]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_keys)) + 1, [total]]) if total else []
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_keys)) + 1, [total]])
+    if not total:
+        bounds = bounds[:0]
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         axis_index, group_id = divmod(int(sorted_keys[start]), num_groups)
         channel_axis = ctx.axes[axis_index]

@@ -29,7 +29,8 @@ def fold_identity_gathers(graph: ir.Graph) -> int:
         output = node.outputs[0]
         if output.is_graph_output():
             continue
-        flatten = node.inputs[0].producer()
+        data = node.inputs[0]
+        flatten = data.producer() if data is not None else None
         ir.convenience.replace_all_uses_with(output, source)
         graph.remove(node, safe=True)
         if flatten is not None and not any(out.uses() for out in flatten.outputs):
@@ -45,11 +46,13 @@ def _identity_source(node: ir.Node) -> ir.Value | None:
         return None
     flat, indices = node.inputs
     flatten = flat.producer() if flat is not None else None
-    if flatten is None or flatten.op_type != "Reshape" or flatten.inputs[1].const_value is None:
+    if flatten is None or flatten.op_type != "Reshape" or len(flatten.inputs) < 2:
         return None
-    if flatten.inputs[1].const_value.numpy().reshape(-1).tolist() != [-1]:
+    target, source = flatten.inputs[1], flatten.inputs[0]
+    if target is None or target.const_value is None or source is None:
         return None
-    source = flatten.inputs[0]
+    if target.const_value.numpy().reshape(-1).tolist() != [-1]:
+        return None
     if source.shape is None or indices is None or node.outputs[0].shape is None:
         return None
     if list(source.shape) != list(node.outputs[0].shape):
@@ -77,15 +80,16 @@ def _evaluate(value: ir.Value, depth: int) -> np.ndarray | None:
     if node is None or depth == 0:
         return None
     op = node.op_type
-    if op == "Range":
-        start = _evaluate(node.inputs[0], depth - 1)
-        delta = _evaluate(node.inputs[2], depth - 1)
-        limit = _batch_size(node.inputs[1])
+    inputs = [v for v in node.inputs if v is not None]
+    if op == "Range" and len(inputs) == 3:
+        start, delta = _evaluate(inputs[0], depth - 1), _evaluate(inputs[2], depth - 1)
+        limit = _batch_size(inputs[1])
         if start is None or delta is None or limit is None:
             return None
         return np.arange(int(start), limit, int(delta), dtype=np.int64)
-    arguments = [_evaluate(v, depth - 1) for v in node.inputs if v is not None]
-    if any(a is None for a in arguments):
+    evaluated = [_evaluate(v, depth - 1) for v in inputs]
+    arguments = [a for a in evaluated if a is not None]
+    if len(arguments) != len(evaluated):
         return None
     if op in ("Add", "Mul", "Sub"):
         left, right = arguments
@@ -102,7 +106,8 @@ def _batch_size(value: ir.Value) -> int | None:
     """The probe batch when ``value`` is ``Squeeze(Shape(x)[0:1])`` or ``Gather(Shape(x), 0)``."""
     node = value.producer()
     while node is not None and node.op_type in ("Squeeze", "Cast", "Gather"):
-        node = node.inputs[0].producer()
+        data = node.inputs[0]
+        node = data.producer() if data is not None else None
     if node is None or node.op_type != "Shape":
         return None
     start = node.attributes.get("start")

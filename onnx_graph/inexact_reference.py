@@ -27,14 +27,15 @@ def masked_norm_reference(model: ir.Model, plan: PruningPlan) -> ir.Model:
     norms = [(node, node.inputs[0]) for node in graph if node.op_type == "LayerNormalization"]
     targets = []
     for node, x in norms:
-        if x.shape is None:
+        if x is None or x.shape is None or x.name is None:
             continue
         x_rank = len(x.shape)
         positions = kept.get((x.name, x_rank - 1))
         attribute = node.attributes.get("axis")
         norm_axis = int(attribute.value) if attribute is not None else -1
-        if positions is not None and norm_axis in (-1, x_rank - 1):
-            targets.append((node, positions, int(x.shape[x_rank - 1])))  # type: ignore[arg-type]
+        size = x.shape[x_rank - 1]
+        if positions is not None and norm_axis in (-1, x_rank - 1) and isinstance(size, int):
+            targets.append((node, positions, size))
     for node, positions, size in targets:
         _replace_with_masked(graph, node, positions, size)
     return reference

@@ -26,10 +26,14 @@ def constant_reshape_targets(model: ir.Model) -> int:
     Returns how many targets were replaced. Models whose inputs have no symbolic dimension, or
     that onnxruntime cannot run, are left unchanged.
     """
-    reshapes = [n for n in model.graph if n.op_type == "Reshape" and n.inputs[1].const_value is None]
+    reshapes = [
+        n for n in model.graph
+        if n.op_type == "Reshape" and len(n.inputs) > 1 and n.inputs[1] is not None
+        and n.inputs[1].const_value is None and n.inputs[1].name
+    ]
     if not reshapes:
         return 0
-    targets = sorted({n.inputs[1].name for n in reshapes if n.inputs[1].name})
+    targets = sorted({_target_name(n) for n in reshapes})
     try:
         at_one, at_two = _evaluate(model, targets, 1), _evaluate(model, targets, 2)
     except Exception as error:  # onnxruntime raises its own error types
@@ -37,7 +41,7 @@ def constant_reshape_targets(model: ir.Model) -> int:
         return 0
     replaced = 0
     for node in reshapes:
-        name = node.inputs[1].name
+        name = _target_name(node)
         first, second = at_one.get(name), at_two.get(name)
         if first is None or second is None or first.shape != second.shape:
             continue
@@ -52,6 +56,12 @@ def constant_reshape_targets(model: ir.Model) -> int:
         common_passes.RemoveUnusedNodesPass()(model)
         logger.info("replaced %d computed reshape targets by constants", replaced)
     return replaced
+
+
+def _target_name(node: ir.Node) -> str:
+    target = node.inputs[1]
+    assert target is not None and target.name is not None
+    return target.name
 
 
 def _evaluate(model: ir.Model, names: list[str], batch: int) -> dict[str, np.ndarray]:

@@ -53,7 +53,7 @@ def with_concrete_shapes(model: ir.Model, batch: int = 1) -> ir.Model | None:
             shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
     clone = model.clone()
     for value in _all_values(clone.graph):
-        dims = shapes.get(value.name)
+        dims = shapes.get(value.name or "")
         if dims is not None and value.const_value is None:
             value.shape = ir.Shape(dims)
     return clone

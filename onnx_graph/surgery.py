@@ -43,7 +43,7 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
             value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
             if isinstance(original, ir.ExternalTensor):
                 original.release()  # unmap: a large model's weights are read one at a time
-        dims = list(value.shape)
+        dims: list[int | ir.SymbolicDim | None] = list(value.shape)
         # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
         dims[axis] = len(positions) if isinstance(dims[axis], int) else None
         value.shape = ir.Shape(dims)

@@ -99,6 +99,8 @@ def _couple_layer_norm(node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisCo
     if node.op_type != "LayerNormalization":
         return False
     x, y = node.inputs[0], node.outputs[0]
+    if x is None:
+        return False
     x_rank = rank(x) or 0
     mixed = _mixed_axes(node, x_rank)
     parameters = [v for v in node.inputs[1:3] if v is not None]

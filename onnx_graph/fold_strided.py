@@ -55,11 +55,16 @@ def _identity_source(node: ir.Node) -> ir.Value | None:
         return None
     if source.shape is None or indices is None or node.outputs[0].shape is None:
         return None
-    if list(source.shape) != list(node.outputs[0].shape):
+    source_dims, output_dims = list(source.shape), list(node.outputs[0].shape)
+    if len(source_dims) != len(output_dims) or not source_dims:
         return None
-    dims = [_PROBE_BATCH if not isinstance(d, int) else d for d in source.shape]
-    if any(not isinstance(d, int) for d in list(source.shape)[1:]):
+    if any(not isinstance(d, int) for d in source_dims[1:]) or source_dims[1:] != output_dims[1:]:
         return None  # only a dynamic batch on axis 0 is probed
+    if isinstance(source_dims[0], int) != isinstance(output_dims[0], int) or (
+        isinstance(source_dims[0], int) and source_dims[0] != output_dims[0]
+    ):
+        return None
+    dims = [_PROBE_BATCH if not isinstance(d, int) else d for d in source_dims]
     try:
         index = _evaluate(indices, depth=8)
     except (ValueError, KeyError, TypeError):

@@ -33,9 +33,9 @@ def prepare(model: ir.Model) -> ir.Model:
     common_passes.RemoveInitializersFromInputsPass()(model)
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     _unshare_uniform_initializers(model.graph)
-    fold_identity_gathers(model.graph)
     if _missing_shapes(model.graph):
         common_passes.ShapeInferencePass(strict_mode=False)(model)
+    fold_identity_gathers(model.graph)
     model.meta[PREPARED_KEY] = True
     return model
 

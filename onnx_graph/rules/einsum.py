@@ -53,6 +53,9 @@ class EinsumRule(OpRule):
             ctx.freeze_node(node, port, axis, "cannot parse the einsum equation")
             return
         terms, output_term = parsed
+        if any(len(set(term)) != len(term) for term in (*terms, output_term)):
+            ctx.freeze_node(node, port, axis, "einsum with a repeated subscript (diagonal)")
+            return
         letters = sorted(set("".join(terms)) | set(output_term))
         classes: list[list[AxisRef]] = []
         for letter in letters:

@@ -61,7 +61,10 @@ def analyze(
     groups = _build_groups(ctx)
     logger.info(
         "analysis: %d channel axes, %d groups (%d prunable) in %.2fs",
-        len(ctx.axes), len(groups), len(groups.prunable), time.perf_counter() - start,
+        len(ctx.axes),
+        len(groups),
+        len(groups.prunable),
+        time.perf_counter() - start,
     )
     return groups
 
@@ -82,12 +85,16 @@ def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
             rule = rule_for(node)
             if rule is None:
                 domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
-                ctx.freeze_node(node, value, channel_axis.axis, f"no rule for op {domain}{node.op_type}")
+                ctx.freeze_node(
+                    node, value, channel_axis.axis, f"no rule for op {domain}{node.op_type}"
+                )
                 continue
             try:
                 rule.propagate(node, value, channel_axis.axis, ctx)
             except Exception as error:  # a rule bug must freeze, never crash the analysis
-                logger.warning("rule %s failed on node %s: %s", type(rule).__name__, node.name, error)
+                logger.warning(
+                    "rule %s failed on node %s: %s", type(rule).__name__, node.name, error
+                )
                 ctx.freeze_node(node, value, channel_axis.axis, f"rule error ({error})")
     ctx.current_node = None
 
@@ -105,25 +112,27 @@ def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
 def _build_groups(ctx: AnalysisContext) -> GroupSet:
     total = ctx.total_positions
     source, target = ctx.edges()
-    adjacency = coo_matrix((np.ones(len(source), dtype=np.int8), (source, target)), shape=(total, total))
+    adjacency = coo_matrix(
+        (np.ones(len(source), dtype=np.int8), (source, target)), shape=(total, total)
+    )
     _, position_channel = connected_components(adjacency, directed=False)
     position_channel = position_channel.astype(np.int64)
     num_channels = int(position_channel.max()) + 1 if total else 0
 
-    # A group is the set of channels touching exactly the same channel axes.
-    num_axes = max(1, len(ctx.axes))
-    axis_of_position = np.repeat(np.arange(len(ctx.axes)), [a.size for a in ctx.axes])
-    keys = _sorted_unique(position_channel * num_axes + axis_of_position)  # by channel, axis
-    pair_axis = keys % num_axes
-    channel_starts = np.concatenate([[0], np.flatnonzero(np.diff(keys // num_axes)) + 1])
-    # A channel's signature is its set of axes, hashed as a sum of random 64-bit words per axis
-    # (a collision among a few thousand signatures has probability ~1e-13).
-    words = np.random.default_rng(0).integers(0, 2**63, size=num_axes, dtype=np.uint64)
-    signature = np.add.reduceat(words[pair_axis], channel_starts) if len(keys) else words[:0]
-    _, first_channel, inverse = np.unique(signature, return_index=True, return_inverse=True)
-    group_order = np.argsort(np.argsort(first_channel))  # number groups by first appearance
-    channel_group = group_order[inverse.reshape(-1)].astype(np.int64)
-    num_groups = len(first_channel)
+    # A group is the set of channels touching exactly the same channel axes (with the same number
+    # of positions on each). A channel's signature is the wrapping sum of one random 64-bit key per
+    # position's axis (collisions have probability ~2^-64 per pair): vectorised on large models.
+    # Groups only partition channels for planning; surgery works on channels, so a rare split of
+    # one group into two never affects exactness.
+    axis_of_position = np.repeat(
+        np.arange(len(ctx.axes), dtype=np.int64), [a.size for a in ctx.axes]
+    )
+    axis_keys = np.random.default_rng(0).integers(1, 2**63, size=len(ctx.axes), dtype=np.uint64)
+    signature = np.zeros(num_channels, dtype=np.uint64)
+    np.add.at(signature, position_channel, axis_keys[axis_of_position])
+    _, channel_group = np.unique(signature, return_inverse=True)
+    channel_group = channel_group.astype(np.int64).reshape(-1)
+    num_groups = int(channel_group.max()) + 1 if num_channels else 0
 
     # Order a group's channels by their first position on the group's first axis.
     first_position = np.full(num_channels, np.iinfo(np.int64).max)
@@ -137,22 +146,25 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
     members: list[list[GroupMember]] = [[] for _ in range(num_groups)]
     frozen: list[list[str]] = [[] for _ in range(num_groups)]
     inexact: list[list[str]] = [[] for _ in range(num_groups)]
-    # One stable sort of all positions by (axis, group) yields every member's positions in order.
-    member_key = axis_of_position * num_groups + channel_group[position_channel]
-    by_member = np.argsort(member_key, kind="stable")
-    sorted_keys = member_key[by_member]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_keys)) + 1, [total]])
-    if not total:
-        bounds = bounds[:0]
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        axis_index, group_id = divmod(int(sorted_keys[start]), num_groups)
-        channel_axis = ctx.axes[axis_index]
-        global_positions = by_member[start:stop]
+    # Positions sorted by (axis, group): each run is one member of one group.
+    position_group = channel_group[position_channel]
+    run_keys = axis_of_position * max(num_groups, 1) + position_group
+    order = np.argsort(run_keys, kind="stable")
+    run_starts = np.flatnonzero(np.r_[True, np.diff(run_keys[order]) != 0])
+    run_ends = np.r_[run_starts[1:], len(order)]
+    for start, end in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+        global_positions = order[start:end]
+        channel_axis = ctx.axes[int(axis_of_position[global_positions[0]])]
+        group_id = int(position_group[global_positions[0]])
         members[group_id].append(
             GroupMember(
-                channel_axis.value_name, channel_axis.axis, channel_axis.size,
-                channel_axis.is_parameter, global_positions - channel_axis.base,
-                channel_rank[position_channel[global_positions]], tuple(sorted(channel_axis.nodes)),
+                channel_axis.value_name,
+                channel_axis.axis,
+                channel_axis.size,
+                channel_axis.is_parameter,
+                global_positions - channel_axis.base,
+                channel_rank[position_channel[global_positions]],
+                tuple(sorted(channel_axis.nodes)),
             )
         )
         for reasons, collected in ((channel_axis.frozen_reasons, frozen[group_id]),
@@ -168,9 +180,3 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
         for group_id in range(num_groups)
     ]
     return GroupSet(ctx.axes, position_channel, channel_group, channel_rank, groups)
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` for 1-D integers by sorting (numpy's hash-based unique is slower here)."""
-    ordered = np.sort(values)
-    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if len(ordered) else ordered

@@ -47,6 +47,13 @@ class ChannelAxis:
     inexact_reasons: list[str] = field(default_factory=list)
 
 
+def value_name(value: ir.Value) -> str:
+    """The value's name (``prepare`` names every value, so a missing one is a bug)."""
+    if value.name is None:
+        raise ValueError("value without a name: run onnx_graph.prepare first")
+    return value.name
+
+
 def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
     """The value's shape with symbolic or unknown dimensions as None (None when rank unknown)."""
     if value is None or value.shape is None:
@@ -95,7 +102,9 @@ class AnalysisContext:
         if size_a is None or size_b is None:
             known = (a, axis_a) if size_a is not None else (b, axis_b)
             if self._axis_size(*known) not in (None, 1):
-                self.freeze(known[0], known[1], f"is coupled to an axis of unknown size ({self._where()})")
+                self.freeze(
+                    known[0], known[1], f"is coupled to an axis of unknown size ({self._where()})"
+                )
             return
         if size_a <= 1 or size_b <= 1:
             return
@@ -136,7 +145,7 @@ class AnalysisContext:
 
     def live(self, value: ir.Value | None, axis: int) -> bool:
         """Whether ``value[axis]`` is already a channel axis."""
-        return value is not None and (value.name, axis) in self._axis_ids
+        return value is not None and (value_name(value), axis) in self._axis_ids
 
     def activate(self, value: ir.Value | None, axis: int) -> None:
         """Make ``value[axis]`` a channel axis without coupling it (used by seeds)."""
@@ -173,17 +182,17 @@ class AnalysisContext:
         return shape[axis]
 
     def _axis_id(self, value: ir.Value, axis: int) -> int:
-        key = (value.name, axis)
+        key = (value_name(value), axis)
         found = self._axis_ids.get(key)
         if found is not None:
-            if self.current_node is not None:
+            if self.current_node is not None and self.current_node.name:
                 self.axes[found].nodes.add(self.current_node.name)
             return found
         size = self._axis_size(value, axis)
         assert size is not None
         is_parameter = value.const_value is not None
-        channel_axis = ChannelAxis(len(self.axes), value.name, axis, size, self._total, is_parameter)
-        if self.current_node is not None:
+        channel_axis = ChannelAxis(len(self.axes), key[0], axis, size, self._total, is_parameter)
+        if self.current_node is not None and self.current_node.name:
             channel_axis.nodes.add(self.current_node.name)
         self._total += size
         self.axes.append(channel_axis)

@@ -68,11 +68,18 @@ _MAC_COUNTERS = {
 
 
 def count_cost(model: ir.Model) -> CostReport:
-    """MACs of Conv/ConvTranspose/Gemm/MatMul nodes and parameters of floating initializers."""
+    """MACs of Conv/ConvTranspose/Gemm/MatMul nodes and parameters of floating initializers.
+
+    Shapes are inferred on a copy when some are missing (``model`` itself is not changed).
+    """
+    if any(out.shape is None for node in model.graph for out in node.outputs):
+        from onnx_graph.prepare import prepare
+
+        model = prepare(model.clone())
     macs_per_node = {}
     for node in model.graph:
         counter = _MAC_COUNTERS.get(node.op_type)
-        if counter is not None and node.domain in ("", "ai.onnx"):
+        if counter is not None and node.domain in ("", "ai.onnx") and node.name:
             macs_per_node[node.name] = counter(node)
     params = 0
     for value in model.graph.initializers.values():

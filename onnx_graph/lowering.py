@@ -41,24 +41,64 @@ def lower(
     module = module.eval()
     with torch.no_grad():
         if dynamo:
-            dynamic_shapes = (
-                tuple({0: torch.export.Dim("batch")} for _ in example_inputs) if dynamic_batch else None
+            return _export_dynamo(
+                module, tuple(example_inputs), dynamic_batch, optimize, opset_version
             )
-            program = torch.onnx.export(
-                module, tuple(example_inputs), dynamo=True, optimize=optimize,
-                external_data=False, dynamic_shapes=dynamic_shapes, opset_version=opset_version,
-                verbose=False,
-            )
-            return program.model
         buffer = io.BytesIO()
         input_names = [f"input_{i}" for i in range(len(example_inputs))]
         dynamic_axes = {name: {0: "batch"} for name in input_names} if dynamic_batch else None
         torch.onnx.export(
-            module, tuple(example_inputs), buffer, dynamo=False, input_names=input_names,
-            output_names=["output"], dynamic_axes=dynamic_axes,
+            module,
+            tuple(example_inputs),
+            buffer,  # type: ignore[arg-type]  # the legacy exporter accepts file objects
+            dynamo=False,
+            input_names=input_names,
+            output_names=["output"],
+            dynamic_axes=dynamic_axes,
             opset_version=opset_version or 17,
         )
     return ir.from_proto(onnx.load_from_string(buffer.getvalue()))
+
+
+def _export_dynamo(
+    module: Any,
+    example_inputs: tuple[Any, ...],
+    dynamic_batch: bool,
+    optimize: bool,
+    opset_version: int | None,
+) -> ir.Model:
+    import torch
+
+    def export(inputs: tuple[Any, ...], dynamic: bool) -> ir.Model:
+        dynamic_shapes = tuple({0: torch.export.Dim("batch")} for _ in inputs) if dynamic else None
+        program = torch.onnx.export(
+            module,
+            inputs,
+            dynamo=True,
+            optimize=optimize,
+            external_data=False,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset_version,
+            verbose=False,
+        )
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
+        return program.model
+
+    if not dynamic_batch:
+        return export(example_inputs, False)
+    # torch.export specialises a dimension whose example size is 1; export with batch 2.
+    doubled = tuple(
+        torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 1 else x
+        for x in example_inputs
+    )
+    try:
+        return export(doubled, True)
+    except Exception as error:  # some models constrain the batch; a static export still prunes
+        logger.warning(
+            "dynamic-batch export failed (%s); exporting with a static batch", type(error).__name__
+        )
+        return export(example_inputs, False)
 
 
 def load(path: str | os.PathLike[str]) -> ir.Model:
@@ -71,15 +111,21 @@ def load(path: str | os.PathLike[str]) -> ir.Model:
     try:
         return ir.load(path)
     except Exception as error:  # protobuf decode errors and friends
-        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(error).__name__})") from error
+        raise ModelLoadError(
+            f"{path}: not a readable ONNX model ({type(error).__name__})"
+        ) from error
 
 
-def save(model: ir.Model, path: str | os.PathLike[str], *, external_data: bool | None = None) -> None:
+def save(
+    model: ir.Model, path: str | os.PathLike[str], *, external_data: bool | None = None
+) -> None:
     """Save ``model``; weights go to ``<name>.data`` when asked or when the model is over 1.5 GB."""
     path = Path(path)
     if external_data is None:
         total = sum(
-            v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
+            v.const_value.nbytes
+            for v in model.graph.initializers.values()
+            if v.const_value is not None
         )
         external_data = total > 1_500_000_000
     if external_data:

@@ -22,7 +22,9 @@ class PruningPlan:
         mask = np.zeros(len(self.groups.channel_group), dtype=bool)
         for group_id, channels in self.removed.items():
             if not 0 <= group_id < len(self.groups):
-                raise PlanError(f"plan names group {group_id}, but there are {len(self.groups)} groups")
+                raise PlanError(
+                    f"plan names group {group_id}, but there are {len(self.groups)} groups"
+                )
             group = self.groups[group_id]
             channels = np.unique(np.asarray(channels, dtype=np.int64))
             if len(channels) == 0:
@@ -31,9 +33,13 @@ class PruningPlan:
             if reasons:
                 raise PlanError(f"group {group_id} cannot be pruned: {'; '.join(reasons)}")
             if channels.min() < 0 or channels.max() >= group.num_channels:
-                raise PlanError(f"group {group_id} has {group.num_channels} channels; plan removes {channels.max()}")
+                raise PlanError(
+                    f"group {group_id} has {group.num_channels} channels; plan removes {channels.max()}"
+                )
             if len(channels) >= group.num_channels:
-                raise PlanError(f"plan removes all {group.num_channels} channels of group {group_id}")
+                raise PlanError(
+                    f"plan removes all {group.num_channels} channels of group {group_id}"
+                )
             mask[self.groups.global_channels(group_id, channels)] = True
         return mask
 

@@ -21,6 +21,7 @@ def prepare(model: ir.Model) -> ir.Model:
     - every node and value gets a unique name (the plan and reports refer to names);
     - Constant nodes become initializers, so weights and shape constants are sliced one way;
     - initializers listed as graph inputs (old IR) are dropped from the inputs;
+    - Identity nodes are removed (the legacy exporter aliases deduplicated weights through them);
     - a *uniform* initializer (all elements equal, such as the zero bias the legacy exporter
       shares between convs) used by several nodes gets one copy per use: sharing it is an
       accident of deduplication, and it must not couple unrelated layers;
@@ -32,9 +33,14 @@ def prepare(model: ir.Model) -> ir.Model:
     common_passes.NameFixPass()(model)
     common_passes.RemoveInitializersFromInputsPass()(model)
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    common_passes.IdentityEliminationPass()(model)  # exporters alias shared weights via Identity
     _unshare_uniform_initializers(model.graph)
-    if _missing_shapes(model.graph):
+    for _ in range(3):  # inference stops at ops it cannot infer; fill those and go again
+        if not _missing_shapes(model.graph):
+            break
         common_passes.ShapeInferencePass(strict_mode=False)(model)
+        if not _fill_shape_preserving_outputs(model.graph):
+            break
     fold_identity_gathers(model.graph)
     model.meta[PREPARED_KEY] = True
     return model
@@ -56,6 +62,36 @@ def _unshare_uniform_initializers(graph: ir.Graph) -> None:
             copy = ir.Value(name=copy_name, shape=value.shape, type=value.type, const_value=tensor)
             graph.register_initializer(copy)
             node.replace_input_with(input_index, copy)
+
+
+# Ops whose first output has the shape and type of their first input. ONNX shape inference does
+# not see through some of them (GroupNormalization-21 is a function op).
+_SHAPE_PRESERVING = {
+    "GroupNormalization",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "MeanVarianceNormalization",
+    "LpNormalization",
+    "LRN",
+    "Gelu",
+    "Mish",
+    "Swish",
+    "HardSwish",
+}
+
+
+def _fill_shape_preserving_outputs(graph: ir.Graph) -> bool:
+    filled = False
+    for node in graph:
+        if node.op_type not in _SHAPE_PRESERVING or not node.inputs or node.inputs[0] is None:
+            continue
+        source, target = node.inputs[0], node.outputs[0]
+        if target.shape is None and source.shape is not None:
+            target.shape = source.shape
+            target.type = source.type
+            filled = True
+    return filled
 
 
 def _missing_shapes(graph: ir.Graph) -> bool:

@@ -19,15 +19,18 @@ logger = logging.getLogger(__name__)
 
 
 def has_symbolic_dims(model: ir.Model) -> bool:
-    """Whether any graph input has a dimension that is not a fixed integer."""
+    """Whether any graph input has a symbolic batch (leading) dimension."""
     return any(
-        value.shape is not None and any(not isinstance(d, int) for d in value.shape)
+        value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int)
         for value in model.graph.inputs
     )
 
 
 def with_concrete_shapes(model: ir.Model, batch: int = 1) -> ir.Model | None:
-    """A clone of ``model`` with symbolic input dims set to ``batch`` and every shape inferred.
+    """A clone of ``model`` with symbolic batch dims set to ``batch`` and every shape inferred.
+
+    Only the leading dimension of each input is fixed: another symbolic dimension (a channel count
+    computed at run time) stays unknown, and the axes it reaches stay frozen.
 
     Returns None when inference fails (the caller analyses the symbolic shapes instead).
     """
@@ -35,7 +38,7 @@ def with_concrete_shapes(model: ir.Model, batch: int = 1) -> ir.Model | None:
     del proto.graph.value_info[:]
     for graph_input in proto.graph.input:
         tensor_type = graph_input.type.tensor_type
-        for dim in tensor_type.shape.dim:
+        for dim in tensor_type.shape.dim[:1]:
             if not dim.HasField("dim_value"):
                 dim.Clear()
                 dim.dim_value = batch

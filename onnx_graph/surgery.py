@@ -33,21 +33,28 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
     pruned = model.clone()
     values = _values_by_name(pruned.graph)
     original_sizes: dict[tuple[str, int], int] = {}
+    axes_by_value: dict[str, list[tuple[int, np.ndarray]]] = {}
     for (name, axis), positions in kept.items():
+        axes_by_value.setdefault(name, []).append((axis, positions))
+    for name, cuts in axes_by_value.items():
         value = values[name]
         assert value.shape is not None
-        original_sizes[(name, axis)] = axis_sizes[(name, axis)]
+        dims: list[int | ir.SymbolicDim | None] = list(value.shape)
+        for axis, positions in cuts:
+            original_sizes[(name, axis)] = axis_sizes[(name, axis)]
+            # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
+            dims[axis] = len(positions) if isinstance(dims[axis], int) else None
         if value.const_value is not None:
             original = value.const_value
-            array = np.take(original.numpy(), positions, axis=axis)
+            array = original.numpy()
+            # Cut the axis that drops the largest share first: later copies move less data.
+            for axis, positions in sorted(cuts, key=lambda cut: len(cut[1]) / array.shape[cut[0]]):
+                array = np.take(array, positions, axis=axis)
             value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
             if isinstance(original, ir.ExternalTensor):
                 original.release()  # unmap: a large model's weights are read one at a time
-        dims: list[int | ir.SymbolicDim | None] = list(value.shape)
-        # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
-        dims[axis] = len(positions) if isinstance(dims[axis], int) else None
         value.shape = ir.Shape(dims)
-    ctx = SurgeryContext(pruned.graph, kept, original_sizes)
+    ctx = SurgeryContext(pruned.graph, kept, original_sizes, axis_sizes)
     for node in list(pruned.graph):
         rule = rule_for(node)
         if rule is not None and any(ctx.changed(v) for v in (*node.inputs, *node.outputs)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnx_graph.analysis_context import constant_array
+from onnx_graph.analysis_context import constant_array, value_name
 
 
 class SurgeryContext:
@@ -16,33 +16,43 @@ class SurgeryContext:
         graph: ir.Graph,
         kept: dict[tuple[str, int], np.ndarray],
         original_sizes: dict[tuple[str, int], int],
+        analysed_sizes: dict[tuple[str, int], int] | None = None,
     ) -> None:
         self.graph = graph
         self._kept = kept
-        self._changed_names = {name for name, _ in kept}
         self._original_sizes = original_sizes
+        # Sizes of every channel axis as analysed (concrete even where the graph is symbolic).
+        self._analysed_sizes = analysed_sizes or {}
+        self._changed_values = {name for name, _ in kept}
         self._counter = 0
 
     def original_size(self, value: ir.Value, axis: int) -> int:
         """Size of ``value[axis]`` before surgery (only for axes that lost positions)."""
-        return self._original_sizes[(value.name, axis)]
+        return self._original_sizes[(value_name(value), axis)]
 
     def kept_positions(self, value: ir.Value | None, axis: int) -> np.ndarray | None:
         """Original positions that stay on ``value[axis]``, or None when nothing was removed."""
         if value is None:
             return None
-        return self._kept.get((value.name, axis))
+        return self._kept.get((value_name(value), axis))
 
     def changed(self, value: ir.Value | None) -> bool:
-        return value is not None and value.name in self._changed_names
+        return value is not None and value.name in self._changed_values
 
     def new_size(self, value: ir.Value, axis: int) -> int:
         """Static size of ``value[axis]`` after surgery."""
         assert value.shape is not None
         size = value.shape[axis]
-        if not isinstance(size, int):
+        if isinstance(size, int):
+            return size
+        # Symbolic in a dynamic-batch graph, static in the analysis.
+        kept = self.kept_positions(value, axis)
+        if kept is not None:
+            return len(kept)
+        analysed = self._analysed_sizes.get((value.name or "", axis))
+        if analysed is None:
             raise ValueError(f"axis {axis} of '{value.name}' has no static size")
-        return size
+        return analysed
 
     def constant(self, value: ir.Value | None) -> np.ndarray | None:
         return constant_array(value)
@@ -60,8 +70,12 @@ class SurgeryContext:
             self._counter += 1
             name = f"{base}__pruned{self._counter}"
         tensor = ir.Tensor(np.ascontiguousarray(array), name=name)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
-                         const_value=tensor)
+        value = ir.Value(
+            name=name,
+            shape=ir.Shape(array.shape),
+            type=ir.TensorType(tensor.dtype),
+            const_value=tensor,
+        )
         self.graph.register_initializer(value)
         if index >= len(node.inputs):
             node.resize_inputs(index + 1)

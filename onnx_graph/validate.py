@@ -32,7 +32,9 @@ def _check_large(model: ir.Model) -> None:
         ir.save(model, path, external_data="model.onnx.data")
         try:
             onnx.checker.check_model(path, full_check=True)
-            onnx.shape_inference.infer_shapes_path(path, path + ".inferred", strict_mode=True, data_prop=True)
+            onnx.shape_inference.infer_shapes_path(
+                path, path + ".inferred", strict_mode=True, data_prop=True
+            )
         except Exception as error:
             raise ValidationError(f"pruned model is invalid: {_first_line(error)}") from error
 
@@ -42,7 +44,9 @@ def _has_external_data(model: ir.Model) -> bool:
 
 
 def _initializer_bytes(model: ir.Model) -> int:
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    return sum(
+        v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
+    )
 
 
 def _first_line(error: Exception) -> str:

@@ -64,8 +64,6 @@ def member_channel_norms(model: ir.Model, member: GroupMember, order: int) -> np
     value = model.graph.initializers[member.value_name]
     assert value.const_value is not None
     array = value.const_value.numpy()
-    # Reduce over the other axes in float64 without a float64 copy of the whole tensor: a large
-    # model's weight is then read once with a single same-size temporary.
     other_axes = tuple(a for a in range(array.ndim) if a != member.axis)
     magnitude = np.abs(array) if order == 1 else np.square(array)
     per_position = magnitude.sum(axis=other_axes, dtype=np.float64)[member.positions]

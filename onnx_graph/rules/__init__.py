@@ -11,7 +11,6 @@ from onnx_graph.rules import (
     linear,
     norm,
     reshape,
-    shape_reads,
 )
 from onnx_graph.rules.base import OpRule, register_rule, registered_op_types, rule_for
 
@@ -30,5 +29,4 @@ __all__ = [
     "registered_op_types",
     "reshape",
     "rule_for",
-    "shape_reads",
 ]

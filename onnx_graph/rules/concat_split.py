@@ -14,7 +14,7 @@ from onnx_graph.rules.helpers import (
     input_or_none,
     normalize_axis,
     rank,
-    same_axis_everywhere,
+    required_input,
 )
 from onnx_graph.surgery_context import SurgeryContext
 
@@ -23,13 +23,16 @@ def _offset_pieces(
     node: ir.Node, pieces: list[ir.Value], whole: ir.Value, axis: int, ctx: AnalysisContext
 ) -> None:
     """Couple each piece to its range of ``whole`` along ``axis`` (pieces laid out in order)."""
+    sizes = [(static_shape(piece) or (None,) * (axis + 1))[axis] for piece in pieces]
+    if None in sizes:
+        # Offsets are unknown: every piece and the whole (the live axis among them) freeze.
+        unknown = pieces[sizes.index(None)].name
+        for value in (*pieces, whole):
+            ctx.freeze_node(node, value, axis, f"piece '{unknown}' has unknown size")
+        return
     offset = 0
-    for piece in pieces:
-        shape = static_shape(piece)
-        size = shape[axis] if shape is not None else None
-        if size is None:
-            ctx.freeze_node(node, whole, axis, f"piece '{piece.name}' has unknown size")
-            return
+    for piece, size in zip(pieces, sizes, strict=True):
+        assert size is not None
         ctx.couple(piece, axis, whole, axis, Offset(size, offset))
         offset += size
 
@@ -50,7 +53,7 @@ class ConcatRule(OpRule):
 @register_rule("Split")
 class SplitRule(OpRule):
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        data = node.inputs[0]
+        data = required_input(node, 0)
         split_axis = normalize_axis(attr_int(node, "axis", 0), rank(data) or 0)
         if port is input_or_none(node, 1):
             return
@@ -61,7 +64,7 @@ class SplitRule(OpRule):
         _offset_pieces(node, list(node.outputs), data, axis, ctx)
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
-        data = node.inputs[0]
+        data = required_input(node, 0)
         split_axis = normalize_axis(attr_int(node, "axis", 0), rank(data) or 0)
         if ctx.kept_positions(data, split_axis) is None:
             return
@@ -75,7 +78,7 @@ class SliceRule(OpRule):
     """A Slice on a channel axis keeps a contiguous range; channels outside it are simply dropped."""
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        data, output = node.inputs[0], node.outputs[0]
+        data, output = required_input(node, 0), node.outputs[0]
         if port is not data and port is not output:
             return
         ranges = _slice_ranges(node)
@@ -98,13 +101,15 @@ class SliceRule(OpRule):
         ctx.couple(output, axis, data, axis, ExplicitMap(np.arange(len(positions)), positions))
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
-        data = node.inputs[0]
+        data = required_input(node, 0)
         ranges = _slice_ranges(node)
         assert ranges is not None
         axes_value = input_or_none(node, 3)
-        axes = constant_ints(axes_value) or list(range(len(constant_ints(node.inputs[1]) or [])))
-        starts = np.array(constant_ints(node.inputs[1]), dtype=np.int64)
-        ends = np.array(constant_ints(node.inputs[2]), dtype=np.int64)
+        axes = constant_ints(axes_value) or list(
+            range(len(constant_ints(required_input(node, 1)) or []))
+        )
+        starts = np.array(constant_ints(required_input(node, 1)), dtype=np.int64)
+        ends = np.array(constant_ints(required_input(node, 2)), dtype=np.int64)
         changed = False
         for index, raw_axis in enumerate(axes):
             axis = normalize_axis(raw_axis, rank(data) or 0)
@@ -123,7 +128,7 @@ class SliceRule(OpRule):
 
 def _slice_ranges(node: ir.Node) -> dict[int, tuple[int, int, int]] | None:
     """Normalised (start, stop, step) per sliced axis, from constant inputs (None if dynamic)."""
-    data = node.inputs[0]
+    data = required_input(node, 0)
     shape = static_shape(data)
     starts, ends = constant_ints(input_or_none(node, 1)), constant_ints(input_or_none(node, 2))
     if shape is None or starts is None or ends is None:

@@ -13,7 +13,7 @@ import onnx_ir as ir
 from onnx_graph.analysis_context import AnalysisContext, static_shape
 from onnx_graph.index_map import ExplicitMap, Stride
 from onnx_graph.rules.base import OpRule, register_rule
-from onnx_graph.rules.helpers import attr_int, input_or_none
+from onnx_graph.rules.helpers import attr_int, input_or_none, required_input
 from onnx_graph.surgery_context import SurgeryContext
 
 
@@ -29,7 +29,7 @@ class ConvRule(OpRule):
         ctx.activate(node.outputs[0], 1)
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        x, weight, bias = node.inputs[0], node.inputs[1], input_or_none(node, 2)
+        x, weight, bias = required_input(node, 0), required_input(node, 1), input_or_none(node, 2)
         y = node.outputs[0]
         groups = attr_int(node, "group", 1)
         weight_shape, x_shape = static_shape(weight), static_shape(x)
@@ -38,7 +38,11 @@ class ConvRule(OpRule):
             return
         out_channels, in_per_group = weight_shape[0], weight_shape[1]
         assert out_channels is not None and in_per_group is not None
-        on_output = (port is y and axis == 1) or (port is weight and axis == 0) or (port is bias and axis == 0)
+        on_output = (
+            (port is y and axis == 1)
+            or (port is weight and axis == 0)
+            or (port is bias and axis == 0)
+        )
         on_input = (port is x and axis == 1) or (port is weight and axis == 1)
         if not (on_output or on_input):
             ctx.freeze_node(node, port, axis, f"axis {axis} of '{port.name}' is not a channel axis")
@@ -57,8 +61,10 @@ class ConvRule(OpRule):
             ctx.couple(x, 1, weight, 1)
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
-        in_per_group = ctx.new_size(node.inputs[1], 1)
-        groups = ctx.new_size(node.inputs[0], 1) // in_per_group
+        if ctx.kept_positions(required_input(node, 0), 1) is None:
+            return  # input channels unchanged: so is the group count
+        in_per_group = ctx.new_size(required_input(node, 1), 1)
+        groups = ctx.new_size(required_input(node, 0), 1) // in_per_group
         ctx.set_int_attribute(node, "group", groups)
 
 
@@ -70,7 +76,7 @@ class ConvTransposeRule(OpRule):
         ctx.activate(node.outputs[0], 1)
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        x, weight, bias = node.inputs[0], node.inputs[1], input_or_none(node, 2)
+        x, weight, bias = required_input(node, 0), required_input(node, 1), input_or_none(node, 2)
         y = node.outputs[0]
         groups = attr_int(node, "group", 1)
         weight_shape = static_shape(weight)
@@ -79,7 +85,11 @@ class ConvTransposeRule(OpRule):
             return
         in_channels, out_per_group = weight_shape[0], weight_shape[1]
         assert in_channels is not None and out_per_group is not None
-        on_output = (port is y and axis == 1) or (port is weight and axis == 1) or (port is bias and axis == 0)
+        on_output = (
+            (port is y and axis == 1)
+            or (port is weight and axis == 1)
+            or (port is bias and axis == 0)
+        )
         on_input = (port is x and axis == 1) or (port is weight and axis == 0)
         if not (on_output or on_input):
             ctx.freeze_node(node, port, axis, f"axis {axis} of '{port.name}' is not a channel axis")
@@ -97,4 +107,4 @@ class ConvTransposeRule(OpRule):
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
         if attr_int(node, "group", 1) > 1:
-            ctx.set_int_attribute(node, "group", ctx.new_size(node.inputs[1], 0))
+            ctx.set_int_attribute(node, "group", ctx.new_size(required_input(node, 1), 0))

@@ -9,10 +9,43 @@ from onnx_graph.rules.base import OpRule, register_rule
 from onnx_graph.rules.helpers import rank, same_axis_everywhere
 
 UNARY_OPS = (
-    "Relu", "Sigmoid", "Tanh", "Erf", "Gelu", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu",
-    "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Shrink", "Exp", "Log",
-    "Sqrt", "Abs", "Neg", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Sign", "Clip",
-    "Identity", "Dropout", "Cast", "CastLike", "Not", "IsNaN", "IsInf", "Swish",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Erf",
+    "Gelu",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "ThresholdedRelu",
+    "Shrink",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Abs",
+    "Neg",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sin",
+    "Cos",
+    "Sign",
+    "Clip",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "CastLike",
+    "Not",
+    "IsNaN",
+    "IsInf",
+    "Swish",
 )
 
 
@@ -25,11 +58,30 @@ class UnaryRule(OpRule):
 
 
 BINARY_OPS = (
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "PRelu", "Where", "Equal",
-    "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Mean",
+    "Sum",
+    "PRelu",
+    "Where",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Mod",
+    "BitShift",
 )
 # Removed channels of these inputs are written as 1 by zero_out, never 0 (no division by zero).
-_NEUTRAL_ONE = {("Div", 1), ("Pow", 1)}
+_NEUTRAL_ONE = {("Div", 1), ("Pow", 1), ("Mod", 1)}
 
 
 @register_rule(*BINARY_OPS)

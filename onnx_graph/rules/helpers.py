@@ -32,6 +32,14 @@ def couple_classes(
     ctx.freeze_node(node, port, axis, f"axis {axis} of '{port.name}' does not carry channels")
 
 
+def required_input(node: ir.Node, index: int) -> ir.Value:
+    """Input ``index`` of ``node``; a missing required input is a malformed graph."""
+    value = node.inputs[index] if index < len(node.inputs) else None
+    if value is None:
+        raise ValueError(f"{node.op_type} node '{node.name}' has no input {index}")
+    return value
+
+
 def rank(value: ir.Value | None) -> int | None:
     shape = static_shape(value)
     return None if shape is None else len(shape)
@@ -65,5 +73,9 @@ def same_axis_everywhere(node: ir.Node, port: ir.Value, axis: int, ctx: Analysis
     """Channel-preserving op: the axis of the first input is the same axis of every output."""
     values = [node.inputs[0], *node.outputs] if node.inputs else list(node.outputs)
     for value in values:
-        if value is not None and value is not port and rank(value) == rank(port):
+        if value is None or value is port:
+            continue
+        if rank(value) is None:
+            ctx.freeze_node(node, port, axis, f"'{value.name}' has no known shape")
+        elif rank(value) == rank(port):
             ctx.couple(port, axis, value, axis)

@@ -6,7 +6,14 @@ import onnx_ir as ir
 
 from onnx_graph.analysis_context import AnalysisContext, static_shape
 from onnx_graph.rules.base import OpRule, register_rule
-from onnx_graph.rules.helpers import AxisRef, attr_int, couple_classes, input_or_none, rank
+from onnx_graph.rules.helpers import (
+    AxisRef,
+    attr_int,
+    couple_classes,
+    input_or_none,
+    rank,
+    required_input,
+)
 
 
 @register_rule("Gemm")
@@ -17,7 +24,7 @@ class GemmRule(OpRule):
         ctx.activate(node.outputs[0], 1)
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        a, b, c = node.inputs[0], node.inputs[1], input_or_none(node, 2)
+        a, b, c = required_input(node, 0), required_input(node, 1), input_or_none(node, 2)
         y = node.outputs[0]
         a_m, a_k = (1, 0) if attr_int(node, "transA", 0) else (0, 1)
         b_k, b_n = (1, 0) if attr_int(node, "transB", 0) else (0, 1)
@@ -39,13 +46,13 @@ class MatMulRule(OpRule):
     """
 
     def seed(self, node: ir.Node, ctx: AnalysisContext) -> None:
-        b, y = node.inputs[1], node.outputs[0]
+        b, y = required_input(node, 1), node.outputs[0]
         y_rank = rank(y)
         if b.const_value is not None and y_rank and (rank(b) or 0) >= 2:
             ctx.activate(y, y_rank - 1)
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        a, b, y = required_input(node, 0), required_input(node, 1), node.outputs[0]
         a_rank, b_rank, y_rank = rank(a), rank(b), rank(y)
         if a_rank is None or b_rank is None or y_rank is None:
             ctx.freeze_node(node, port, axis, "unknown rank")

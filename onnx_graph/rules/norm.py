@@ -13,6 +13,7 @@ from onnx_graph.rules.helpers import (
     input_or_none,
     normalize_axis,
     rank,
+    required_input,
     same_axis_everywhere,
 )
 from onnx_graph.surgery_context import SurgeryContext
@@ -23,7 +24,7 @@ class PerChannelNormRule(OpRule):
     """Axis 1 is the channel axis of X, Y and every 1-D parameter (scale, bias, mean, variance)."""
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        x = node.inputs[0]
+        x = required_input(node, 0)
         parameters = [v for v in node.inputs[1:] if v is not None]
         if port in parameters:
             ctx.couple(port, axis, x, 1)
@@ -33,7 +34,9 @@ class PerChannelNormRule(OpRule):
             for parameter in parameters:
                 ctx.couple(x, 1, parameter, 0)
             if node.op_type == "BatchNormalization" and len(node.inputs) > 4:
-                ctx.set_fill(node.inputs[4], 0, 1.0)  # variance: keep 1/sqrt(var + eps) finite
+                ctx.set_fill(
+                    required_input(node, 4), 0, 1.0
+                )  # variance: keep 1/sqrt(var + eps) finite
 
 
 @register_rule("GroupNormalization")
@@ -41,7 +44,7 @@ class GroupNormRule(OpRule):
     """Statistics mix the channels of a norm group, so a pruning unit is one whole norm group."""
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        x, scale, bias = node.inputs[0], input_or_none(node, 1), input_or_none(node, 2)
+        x, scale, bias = required_input(node, 0), input_or_none(node, 1), input_or_none(node, 2)
         num_groups = attr_int(node, "num_groups", 1)
         x_shape = static_shape(x)
         channels = x_shape[1] if x_shape and len(x_shape) > 1 else None
@@ -64,7 +67,7 @@ class GroupNormRule(OpRule):
                 ctx.couple(x, 1, parameter, 0, Stride(channels, per_group, num_groups))
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
-        x = node.inputs[0]
+        x = required_input(node, 0)
         kept = ctx.kept_positions(x, 1)
         if kept is None:
             return
@@ -81,7 +84,7 @@ class ChannelMixingNormRule(OpRule):
             return
         port_rank = rank(port) or 0
         mixed = _mixed_axes(node, port_rank)
-        if port is node.inputs[0] or port is node.outputs[0]:
+        if port is required_input(node, 0) or port is node.outputs[0]:
             if axis in mixed:
                 ctx.freeze_node(node, port, axis, f"{node.op_type} statistics mix channels")
                 return

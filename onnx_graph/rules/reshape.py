@@ -15,14 +15,16 @@ import onnx_ir as ir
 from onnx_graph.analysis_context import AnalysisContext, static_shape
 from onnx_graph.index_map import ExplicitMap
 from onnx_graph.rules.base import OpRule, register_rule
-from onnx_graph.rules.helpers import constant_ints
+from onnx_graph.rules.helpers import constant_ints, required_input
 from onnx_graph.rules.split_policy import split_target
 from onnx_graph.surgery_context import SurgeryContext
 
 Block = tuple[list[int], list[int]]
 
 
-def reshape_blocks(in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...]) -> list[Block] | None:
+def reshape_blocks(
+    in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...]
+) -> list[Block] | None:
     """Pair runs of input and output axes with equal element counts (None if impossible).
 
     Unknown sizes (a dynamic batch) must face an unknown size and form a block of their own.
@@ -46,15 +48,17 @@ def reshape_blocks(in_shape: tuple[int | None, ...], out_shape: tuple[int | None
             i, j = i + 1, j + 1
             continue
         block_in, block_out = [i], [j]
-        product_in, product_out = in_shape[i], out_shape[j]
+        product_in, product_out = int(in_shape[i] or 0), int(out_shape[j] or 0)
         i, j = i + 1, j + 1
         while product_in != product_out:
-            if product_in < product_out and i < len(in_shape) and in_shape[i] is not None:
-                product_in *= in_shape[i]  # type: ignore[operator]
+            next_in = in_shape[i] if i < len(in_shape) else None
+            next_out = out_shape[j] if j < len(out_shape) else None
+            if product_in < product_out and next_in is not None:
+                product_in *= next_in
                 block_in.append(i)
                 i += 1
-            elif product_out < product_in and j < len(out_shape) and out_shape[j] is not None:
-                product_out *= out_shape[j]  # type: ignore[operator]
+            elif product_out < product_in and next_out is not None:
+                product_out *= next_out
                 block_out.append(j)
                 j += 1
             else:
@@ -77,18 +81,20 @@ def _coordinates(shape: tuple[int | None, ...], axes: list[int]) -> dict[int, np
 @register_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 class ReshapeRule(OpRule):
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
-        data, output = node.inputs[0], node.outputs[0]
+        data, output = required_input(node, 0), node.outputs[0]
         if port is not data and port is not output:
             return  # the shape/axes input carries no channels
         in_shape, out_shape = static_shape(data), static_shape(output)
         blocks = reshape_blocks(in_shape, out_shape) if in_shape and out_shape else None
-        if blocks is None:
+        if blocks is None or in_shape is None or out_shape is None:
             ctx.freeze_node(node, port, axis, "cannot relate input and output shapes")
             return
         on_input = port is data
         block = next(b for b in blocks if axis in (b[0] if on_input else b[1]))
-        other_value, other_axes = (output, block[1]) if on_input else (data, block[0])
-        other_shape = out_shape if on_input else in_shape
+        here_shape, here_axes = (in_shape, block[0]) if on_input else (out_shape, block[1])
+        other_value, other_shape, other_axes = (
+            (output, out_shape, block[1]) if on_input else (data, in_shape, block[0])
+        )
         targets = [a for a in other_axes if ctx.live(other_value, a)]
         if not targets:
             sized = [a for a in other_axes if (other_shape[a] or 0) > 1]
@@ -98,9 +104,11 @@ class ReshapeRule(OpRule):
         if node.op_type == "Reshape" and on_input:
             for target in targets:
                 if not _target_rewritable(node, target):
-                    ctx.freeze_node(node, port, axis, f"shape entry {target} is computed at run time")
+                    ctx.freeze_node(
+                        node, port, axis, f"shape entry {target} is computed at run time"
+                    )
                     return
-        here = _coordinates(in_shape if on_input else out_shape, block[0] if on_input else block[1])
+        here = _coordinates(here_shape, here_axes)
         there = _coordinates(other_shape, other_axes)
         for target in targets:
             width = int(there[target].max()) + 1
@@ -124,7 +132,7 @@ def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
     The target is either a constant or a Concat of pieces (dynamic-batch exports build it from
     Shape -> Slice/Gather pieces and constants); None when the entry is computed at run time.
     """
-    target = node.inputs[1]
+    target = required_input(node, 1)
     if target.const_value is not None:
         return node, 1, axis
     producer = target.producer()
@@ -137,7 +145,11 @@ def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
         if length is None:
             return None
         if offset <= axis < offset + length:
-            return (producer, index, axis - offset) if piece.const_value is not None else None
+            return (
+                (producer, index, axis - offset)
+                if piece and piece.const_value is not None
+                else None
+            )
         offset += length
     return None
 
@@ -147,7 +159,7 @@ def _target_rewritable(node: ir.Node, axis: int) -> bool:
     if entry is None:
         return False
     holder, index, position = entry
-    values = constant_ints(holder.inputs[index]) or []
+    values = constant_ints(required_input(holder, index)) or []
     return position < len(values)
 
 
@@ -158,7 +170,7 @@ def _rewrite_target(
     if entry is None:
         raise ValueError(f"Reshape node '{node.name}': target entry {axis} is not constant")
     holder, index, position = entry
-    values = np.array(ctx.constant(holder.inputs[index]), dtype=np.int64).reshape(-1)
+    values = np.array(ctx.constant(required_input(holder, index)), dtype=np.int64).reshape(-1)
     if values[position] in (0, -1) or (keep_ones and values[position] == 1):
         return  # copied from the input or inferred: follows the pruned input by itself
     kept = ctx.kept_positions(output, axis)

@@ -136,7 +136,7 @@ def test_vit_heads_couple_q_k_v_and_output_projection(vit: tuple) -> None:
     groups = og.analyze(model, attention="heads")
     attention = _attention_groups(groups)
     assert len(attention) == 2 and all(g.num_channels == 4 and g.prunable for g in attention)
-    first = attention[0]
+    first = next(g for g in attention if g.matches("*encoder_layer_0.self_attention.in_proj_bias"))
     in_proj_bias = next(m for m in first.parameters if m.value_name.endswith("in_proj_bias"))
     # head h owns 16 positions in each of q, k and v: 48 of the 192 fused outputs
     assert np.bincount(in_proj_bias.channel_index).tolist() == [48] * 4
@@ -154,7 +154,8 @@ def test_vit_head_dim_prunes_every_head_alike_and_keeps_the_folded_scale(vit: tu
     groups = og.analyze(model, attention="head_dim")
     attention = _attention_groups(groups)
     assert [g.num_channels for g in attention] == [16, 16]
-    plan = og.PruningPlan(groups, {attention[0].id: np.arange(0, 16, 2)})
+    first = next(g for g in attention if g.matches("*encoder_layer_0.self_attention.in_proj_bias"))
+    plan = og.PruningPlan(groups, {first.id: np.arange(0, 16, 2)})
     pruned = og.prune(model, plan)
     # The 1/sqrt(D) scale folded as sqrt into q and k keeps its original value (exact w.r.t. the
     # zeroed model); D' = 8 would call for 0.5946, not the kept 0.5.

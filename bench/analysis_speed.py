@@ -1,0 +1,103 @@
+"""Analysis + surgery speed against Torch-Pruning's dependency graph + pruning step.
+
+Same model, same machine, same process, runs interleaved (ours, theirs, ours, ...), medians:
+    python bench/analysis_speed.py --models resnet50,vit_b_16 --repeats 3
+
+Ours starts from the already exported ONNX (deserialised fresh for every run, so nothing is
+cached) and covers analysis, L1 scoring, planning and surgery (the strict validity check is
+timed separately). Torch-Pruning starts from a fresh module and covers MetaPruner construction
+(dependency graph) and ``step()`` with L1 magnitude at the same ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from onnx_graph import analyze, check_model, lower, prune  # noqa: E402
+from onnx_graph.testing import randomize_module  # noqa: E402
+from spa import plan_uniform  # noqa: E402
+
+
+def ours_once(serialized: bytes) -> tuple[float, float]:
+    model = ir.from_proto(onnx.load_from_string(serialized))
+    start = time.perf_counter()
+    groups = analyze(model)
+    plan = plan_uniform(model, groups, 0.5, criterion="l1")
+    pruned = prune(model, plan, validate=False)
+    elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    check_model(pruned)
+    return elapsed, time.perf_counter() - start
+
+
+def torch_pruning_once(name: str, size: int) -> float:
+    import torch_pruning as tp
+
+    module = randomize_module(torchvision.models.get_model(name, weights=None), seed=0).eval()
+    heads = [
+        m for m in module.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1000
+    ]
+    example = torch.randn(1, 3, size, size)
+    start = time.perf_counter()
+    pruner = tp.pruner.MetaPruner(
+        module,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=0.5,
+        ignored_layers=heads,
+    )
+    pruner.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="resnet50")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(
+        "| model | ours: analysis+surgery s (median) | strict check s | Torch-Pruning s (median) | speed-up |"
+    )
+    print("|---|---|---|---|---|")
+    for name in args.models.split(","):
+        module = randomize_module(torchvision.models.get_model(name, weights=None), seed=0)
+        serialized = ir.to_proto(
+            lower(module, (torch.randn(1, 3, args.size, args.size),))
+        ).SerializeToString()
+        ours, checks, theirs = [], [], []
+        for _ in range(args.repeats):
+            elapsed, check = ours_once(serialized)
+            ours.append(elapsed)
+            checks.append(check)
+            try:
+                theirs.append(torch_pruning_once(name, args.size))
+            except Exception as error:  # record, don't stop
+                print(
+                    f"Torch-Pruning failed on {name}: {type(error).__name__}: {error}",
+                    file=sys.stderr,
+                )
+                break
+        ours_s = statistics.median(ours)
+        theirs_s = statistics.median(theirs) if theirs else float("nan")
+        print(
+            f"| {name} | {ours_s:.3f} | {statistics.median(checks):.3f} | {theirs_s:.3f} | {theirs_s / ours_s:.1f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

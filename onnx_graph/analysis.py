@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -11,29 +12,46 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 import onnx_graph.rules  # noqa: F401  (registers every rule)
-from onnx_graph.analysis_context import AnalysisContext
+from onnx_graph.analysis_context import AnalysisContext, AnalysisOptions
 from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
 from onnx_graph.prepare import prepare
 from onnx_graph.rules.base import rule_for
+from onnx_graph.shape_targets import constant_reshape_targets
+from onnx_graph.static_shapes import has_symbolic_dims, with_concrete_shapes
 
 logger = logging.getLogger(__name__)
 
 
-def analyze(model: ir.Model, *, prepared: bool = False) -> GroupSet:
+def analyze(
+    model: ir.Model,
+    *,
+    prepared: bool = False,
+    attention: Literal["head_dim", "heads"] = "head_dim",
+    allow_inexact: bool = False,
+) -> GroupSet:
     """Find every set of coupled channels in ``model``.
 
     Args:
         model: An onnx-ir model; it is normalised in place (names, lifted constants, shapes)
             unless ``prepared`` says that was done already.
         prepared: Skip ``prepare`` (the caller already ran it on this model).
+        attention: Pruning unit inside attention: ``"head_dim"`` (dimensions of every head,
+            uniformly) or ``"heads"`` (whole heads: their Q, K, V and output-projection slices).
+        allow_inexact: Couple the channels of a LayerNorm-normalised axis (a transformer's
+            embedding) instead of freezing it; the group is marked inexact (statistics change).
 
     Returns:
         The groups, each knowing its members and whether (and why not) it can be pruned.
     """
     start = time.perf_counter()
+    if attention not in ("head_dim", "heads"):
+        raise ValueError(f"attention must be 'head_dim' or 'heads', got {attention!r}")
     if not prepared:
         prepare(model)
-    ctx = AnalysisContext(model.graph)
+    if has_symbolic_dims(model):
+        constant_reshape_targets(model)  # in place: computed targets would read stale sizes
+        model = with_concrete_shapes(model) or model  # relate channel axes at batch 1
+    ctx = AnalysisContext(model.graph, AnalysisOptions(attention, allow_inexact))
     for node in model.graph:
         rule = rule_for(node)
         if rule is not None:
@@ -118,7 +136,7 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
 
     # Order a group's channels by their first position on the group's first axis.
     first_position = np.full(num_channels, np.iinfo(np.int64).max)
-    np.minimum.at(first_position, position_channel, np.arange(total))
+    first_position[position_channel[::-1]] = np.arange(total)[::-1]  # the last write wins
     order = np.lexsort((first_position, channel_group))
     channel_rank = np.empty(num_channels, dtype=np.int64)
     group_sizes = np.bincount(channel_group, minlength=num_groups)
@@ -127,6 +145,7 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
 
     members: list[list[GroupMember]] = [[] for _ in range(num_groups)]
     frozen: list[list[str]] = [[] for _ in range(num_groups)]
+    inexact: list[list[str]] = [[] for _ in range(num_groups)]
     # Positions sorted by (axis, group): each run is one member of one group.
     position_group = channel_group[position_channel]
     run_keys = axis_of_position * max(num_groups, 1) + position_group
@@ -148,12 +167,16 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
                 tuple(sorted(channel_axis.nodes)),
             )
         )
-        for reason in channel_axis.frozen_reasons:
-            message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
-            if message not in frozen[group_id]:
-                frozen[group_id].append(message)
+        for reasons, collected in ((channel_axis.frozen_reasons, frozen[group_id]),
+                                   (channel_axis.inexact_reasons, inexact[group_id])):
+            for reason in reasons:
+                message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
+                if message not in collected:
+                    collected.append(message)
     groups = [
-        PruningGroup(group_id, int(group_sizes[group_id]), members[group_id], frozen[group_id])
+        PruningGroup(
+            group_id, int(group_sizes[group_id]), members[group_id], frozen[group_id], inexact[group_id]
+        )
         for group_id in range(num_groups)
     ]
     return GroupSet(ctx.axes, position_channel, channel_group, channel_rank, groups)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -12,6 +13,22 @@ import onnx_ir as ir
 from onnx_graph.index_map import Identity, IndexMap
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Choices the analysis cannot make from the graph alone.
+
+    Attributes:
+        attention: Pruning unit of a split channel axis in attention ([H*D] -> [H, D]):
+            ``"head_dim"`` prunes head dimensions uniformly across heads, ``"heads"`` whole heads.
+        allow_inexact: Couple channels through channel-mixing normalisations (LayerNorm over the
+            channel axis) instead of freezing them; such groups carry ``inexact_reasons`` because
+            removing a channel changes the normalisation statistics.
+    """
+
+    attention: Literal["head_dim", "heads"] = "head_dim"
+    allow_inexact: bool = False
 
 
 @dataclass
@@ -27,6 +44,7 @@ class ChannelAxis:
     fill: float | None = 0.0  # value written by zero_out (None: leave untouched)
     frozen_reasons: list[str] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
+    inexact_reasons: list[str] = field(default_factory=list)
 
 
 def value_name(value: ir.Value) -> str:
@@ -53,8 +71,9 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
 class AnalysisContext:
     """Records channel axes, their couplings and why some are frozen; drives the walk."""
 
-    def __init__(self, graph: ir.Graph) -> None:
+    def __init__(self, graph: ir.Graph, options: AnalysisOptions | None = None) -> None:
         self.graph = graph
+        self.options = options or AnalysisOptions()
         self.axes: list[ChannelAxis] = []
         self._axis_ids: dict[tuple[str, int], int] = {}
         self._edges_source: list[np.ndarray] = []
@@ -104,12 +123,15 @@ class AnalysisContext:
 
     def freeze(self, value: ir.Value, axis: int, reason: str) -> None:
         """Mark ``value[axis]`` as not prunable, with a reason naming the node or value."""
-        size = self._axis_size(value, axis)
-        if size is None or size <= 1:
-            return
-        channel_axis = self.axes[self._axis_id(value, axis)]
-        if reason not in channel_axis.frozen_reasons:
+        channel_axis = self._channel_axis_or_none(value, axis)
+        if channel_axis is not None and reason not in channel_axis.frozen_reasons:
             channel_axis.frozen_reasons.append(reason)
+
+    def mark_inexact(self, value: ir.Value, axis: int, reason: str) -> None:
+        """Say that removing channels of ``value[axis]`` changes results beyond the zeroed oracle."""
+        channel_axis = self._channel_axis_or_none(value, axis)
+        if channel_axis is not None and reason not in channel_axis.inexact_reasons:
+            channel_axis.inexact_reasons.append(reason)
 
     def freeze_node(self, node: ir.Node, port: ir.Value, axis: int, why: str) -> None:
         """Freeze the live axis and say which node and op stopped it."""
@@ -148,6 +170,10 @@ class AnalysisContext:
     def _where(self) -> str:
         node = self.current_node
         return f"{node.op_type} node '{node.name}'" if node is not None else "graph"
+
+    def _channel_axis_or_none(self, value: ir.Value, axis: int) -> ChannelAxis | None:
+        size = self._axis_size(value, axis)
+        return None if size is None or size <= 1 else self.axes[self._axis_id(value, axis)]
 
     def _axis_size(self, value: ir.Value, axis: int) -> int | None:
         shape = static_shape(value)

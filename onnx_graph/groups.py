@@ -35,6 +35,12 @@ class PruningGroup:
     num_channels: int
     members: list[GroupMember]
     frozen_reasons: list[str] = field(default_factory=list)
+    inexact_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """Whether pruning this group gives exactly the zeroed dense model's outputs."""
+        return not self.inexact_reasons
 
     @property
     def parameters(self) -> list[GroupMember]:

@@ -8,6 +8,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from onnx_graph.fold_strided import fold_identity_gathers
+
 logger = logging.getLogger(__name__)
 
 PREPARED_KEY = "sparsearch.prepared"
@@ -23,6 +25,7 @@ def prepare(model: ir.Model) -> ir.Model:
     - a *uniform* initializer (all elements equal, such as the zero bias the legacy exporter
       shares between convs) used by several nodes gets one copy per use: sharing it is an
       accident of deduplication, and it must not couple unrelated layers;
+    - identity ``as_strided`` gathers of the dynamo exporter are folded away;
     - missing value shapes are inferred.
     """
     if model.meta.get(PREPARED_KEY):
@@ -38,6 +41,7 @@ def prepare(model: ir.Model) -> ir.Model:
         common_passes.ShapeInferencePass(strict_mode=False)(model)
         if not _fill_shape_preserving_outputs(model.graph):
             break
+    fold_identity_gathers(model.graph)
     model.meta[PREPARED_KEY] = True
     return model
 

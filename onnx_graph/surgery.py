@@ -29,6 +29,7 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
     """
     removed = plan.removed_mask()
     kept = plan.groups.kept_positions(removed)
+    axis_sizes = {(a.value_name, a.axis): a.size for a in plan.groups.axes}
     pruned = model.clone()
     values = _values_by_name(pruned.graph)
     original_sizes: dict[tuple[str, int], int] = {}
@@ -38,18 +39,22 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
     for name, cuts in axes_by_value.items():
         value = values[name]
         assert value.shape is not None
-        dims = list(value.shape)
+        dims: list[int | ir.SymbolicDim | None] = list(value.shape)
         for axis, positions in cuts:
-            original_sizes[(name, axis)] = int(dims[axis])  # type: ignore[arg-type]
-            dims[axis] = len(positions)
+            original_sizes[(name, axis)] = axis_sizes[(name, axis)]
+            # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
+            dims[axis] = len(positions) if isinstance(dims[axis], int) else None
         if value.const_value is not None:
-            array = value.const_value.numpy()
+            original = value.const_value
+            array = original.numpy()
             # Cut the axis that drops the largest share first: later copies move less data.
             for axis, positions in sorted(cuts, key=lambda cut: len(cut[1]) / array.shape[cut[0]]):
                 array = np.take(array, positions, axis=axis)
             value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
+            if isinstance(original, ir.ExternalTensor):
+                original.release()  # unmap: a large model's weights are read one at a time
         value.shape = ir.Shape(dims)
-    ctx = SurgeryContext(pruned.graph, kept, original_sizes)
+    ctx = SurgeryContext(pruned.graph, kept, original_sizes, axis_sizes)
     for node in list(pruned.graph):
         rule = rule_for(node)
         if rule is not None and any(ctx.changed(v) for v in (*node.inputs, *node.outputs)):

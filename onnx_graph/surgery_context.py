@@ -16,10 +16,13 @@ class SurgeryContext:
         graph: ir.Graph,
         kept: dict[tuple[str, int], np.ndarray],
         original_sizes: dict[tuple[str, int], int],
+        analysed_sizes: dict[tuple[str, int], int] | None = None,
     ) -> None:
         self.graph = graph
         self._kept = kept
         self._original_sizes = original_sizes
+        # Sizes of every channel axis as analysed (concrete even where the graph is symbolic).
+        self._analysed_sizes = analysed_sizes or {}
         self._changed_values = {name for name, _ in kept}
         self._counter = 0
 
@@ -40,9 +43,16 @@ class SurgeryContext:
         """Static size of ``value[axis]`` after surgery."""
         assert value.shape is not None
         size = value.shape[axis]
-        if not isinstance(size, int):
+        if isinstance(size, int):
+            return size
+        # Symbolic in a dynamic-batch graph, static in the analysis.
+        kept = self.kept_positions(value, axis)
+        if kept is not None:
+            return len(kept)
+        analysed = self._analysed_sizes.get((value.name or "", axis))
+        if analysed is None:
             raise ValueError(f"axis {axis} of '{value.name}' has no static size")
-        return size
+        return analysed
 
     def constant(self, value: ir.Value | None) -> np.ndarray | None:
         return constant_array(value)

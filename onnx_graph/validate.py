@@ -15,8 +15,8 @@ _PROTO_LIMIT = 1_800_000_000  # bytes; above this protobuf cannot hold the model
 
 def check_model(model: ir.Model) -> None:
     """Run strict ONNX shape inference and the full checker; raise ValidationError on failure."""
-    if _initializer_bytes(model) > _PROTO_LIMIT:
-        _check_large(model)
+    if _initializer_bytes(model) > _PROTO_LIMIT or _has_external_data(model):
+        _check_large(model)  # also resolves external-data references relative to a real file
         return
     proto = ir.to_proto(model)
     try:
@@ -37,6 +37,10 @@ def _check_large(model: ir.Model) -> None:
             )
         except Exception as error:
             raise ValidationError(f"pruned model is invalid: {_first_line(error)}") from error
+
+
+def _has_external_data(model: ir.Model) -> bool:
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
 
 
 def _initializer_bytes(model: ir.Model) -> int:

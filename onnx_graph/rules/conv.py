@@ -61,6 +61,8 @@ class ConvRule(OpRule):
             ctx.couple(x, 1, weight, 1)
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
+        if ctx.kept_positions(required_input(node, 0), 1) is None:
+            return  # input channels unchanged: so is the group count
         in_per_group = ctx.new_size(required_input(node, 1), 1)
         groups = ctx.new_size(required_input(node, 0), 1) // in_per_group
         ctx.set_int_attribute(node, "group", groups)

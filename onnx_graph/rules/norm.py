@@ -80,6 +80,8 @@ class ChannelMixingNormRule(OpRule):
     """Normalised axes mix channels (removing one changes the statistics): those axes freeze."""
 
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
+        if ctx.options.allow_inexact and _couple_layer_norm(node, port, axis, ctx):
+            return
         port_rank = rank(port) or 0
         mixed = _mixed_axes(node, port_rank)
         if port is required_input(node, 0) or port is node.outputs[0]:
@@ -89,6 +91,35 @@ class ChannelMixingNormRule(OpRule):
             same_axis_everywhere(node, port, axis, ctx)
         else:
             ctx.freeze_node(node, port, axis, f"{node.op_type} parameter")
+
+
+def _couple_layer_norm(node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> bool:
+    """LayerNorm over one (channel) axis: its positions alias X, Y, scale and bias, inexactly.
+
+    Removing a channel changes the mean and variance over the remaining ones, so the zeroed dense
+    model is no exact reference: the axis is marked inexact rather than frozen.
+    """
+    if node.op_type != "LayerNormalization":
+        return False
+    x, y = node.inputs[0], node.outputs[0]
+    if x is None:
+        return False
+    x_rank = rank(x) or 0
+    mixed = _mixed_axes(node, x_rank)
+    parameters = [v for v in node.inputs[1:3] if v is not None]
+    if len(mixed) != 1 or any(rank(p) != 1 for p in parameters):
+        return False
+    (channel_axis,) = mixed
+    if port in parameters:
+        port, axis = x, channel_axis
+    if axis != channel_axis:
+        return False
+    for value in (x, y):
+        ctx.couple(port, axis, value, channel_axis)
+        ctx.mark_inexact(value, channel_axis, f"{node.op_type} '{node.name}' statistics change")
+    for parameter in parameters:
+        ctx.couple(x, channel_axis, parameter, 0)
+    return True
 
 
 def _mixed_axes(node: ir.Node, value_rank: int) -> set[int]:

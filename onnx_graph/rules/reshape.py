@@ -16,6 +16,7 @@ from onnx_graph.analysis_context import AnalysisContext, static_shape
 from onnx_graph.index_map import ExplicitMap
 from onnx_graph.rules.base import OpRule, register_rule
 from onnx_graph.rules.helpers import constant_ints, required_input
+from onnx_graph.rules.split_policy import split_target
 from onnx_graph.surgery_context import SurgeryContext
 
 Block = tuple[list[int], list[int]]
@@ -99,7 +100,7 @@ class ReshapeRule(OpRule):
             sized = [a for a in other_axes if (other_shape[a] or 0) > 1]
             if not sized:
                 return
-            targets = [max(sized, key=lambda a: other_shape[a] or 0)]
+            targets = [split_target(port, axis, other_value, sized, other_shape, ctx)]
         if node.op_type == "Reshape" and on_input:
             for target in targets:
                 if not _target_rewritable(node, target):
@@ -110,8 +111,10 @@ class ReshapeRule(OpRule):
         here = _coordinates(here_shape, here_axes)
         there = _coordinates(other_shape, other_axes)
         for target in targets:
-            pairs = np.unique(np.stack([here[axis], there[target]], axis=1), axis=0)
-            ctx.couple(port, axis, other_value, target, ExplicitMap(pairs[:, 0], pairs[:, 1]))
+            width = int(there[target].max()) + 1
+            keys = np.sort(here[axis] * width + there[target])
+            keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+            ctx.couple(port, axis, other_value, target, ExplicitMap(keys // width, keys % width))
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
         if node.op_type != "Reshape":
@@ -120,7 +123,7 @@ class ReshapeRule(OpRule):
         assert output.shape is not None
         for axis in range(len(output.shape)):
             if ctx.kept_positions(output, axis) is not None:
-                _rewrite_target(node, axis, ctx.new_size(output, axis), ctx)
+                _rewrite_target(node, axis, output, ctx)
 
 
 def _shape_entry(node: ir.Node, axis: int) -> tuple[ir.Node, int, int] | None:
@@ -160,13 +163,17 @@ def _target_rewritable(node: ir.Node, axis: int) -> bool:
     return position < len(values)
 
 
-def _rewrite_target(node: ir.Node, axis: int, new_size: int, ctx: SurgeryContext) -> None:
+def _rewrite_target(
+    node: ir.Node, axis: int, output: ir.Value, ctx: SurgeryContext, keep_ones: bool = False
+) -> None:
     entry = _shape_entry(node, axis)
     if entry is None:
         raise ValueError(f"Reshape node '{node.name}': target entry {axis} is not constant")
     holder, index, position = entry
     values = np.array(ctx.constant(required_input(holder, index)), dtype=np.int64).reshape(-1)
-    if values[position] in (0, -1):
+    if values[position] in (0, -1) or (keep_ones and values[position] == 1):
         return  # copied from the input or inferred: follows the pruned input by itself
-    values[position] = new_size
+    kept = ctx.kept_positions(output, axis)
+    assert kept is not None
+    values[position] = len(kept)  # the value's own shape may be unknown (dynamic exports)
     ctx.replace_constant_input(holder, index, values)

@@ -381,4 +381,28 @@ CASES: list[RuleCase] = [
     """,
         prunable=False,
     ),
+    RuleCase(
+        "Einsum",
+        """
+        s = Einsum<equation="nchw,c->nchw">(h, p_s)
+        t = Einsum<equation="nchw->nchw">(s)
+    """,
+        extra_params="float[8] p_s",
+    ),
+    RuleCase(
+        "Expand",
+        """
+        target = Constant<value=int64[4] {1, 8, 1, 1}>()
+        t = Expand(h, target)
+    """,
+    ),
+    RuleCase(
+        "GatherND",
+        """
+        rows = Transpose<perm=[2,3,0,1]>(h)
+        idx = Constant<value=int64[8,1] {7, 6, 5, 4, 3, 2, 1, 0}>()
+        flipped = GatherND(rows, idx)
+        t = Transpose<perm=[2,3,0,1]>(flipped)
+    """,
+    ),
 ]

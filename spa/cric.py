@@ -19,8 +19,11 @@ set, CRIC measures instead of estimating:
 Replacements follow the saliency order, so CRIC corrects HESSO's choice without overriding its
 allocation across layers (ranking by single-channel loss alone would favour wide layers, where one
 channel matters little, and can thin them until they collapse together). Channels found
-indispensable stay protected in later periods. Then HESSO's hybrid phase (progressive shrinking)
-runs on the set CRIC returned.
+indispensable are protected in the next period's selection only, then the protection expires: a
+measurement is evidence about the network of its own period, and a protected set that only grows
+pushes every later period onto ever lower-ranked channels (on mnist1d at 70%, 10 epochs, it cost
+HESSO-CRIC 2.2 points on one seed). A channel that still matters is probed again and earns
+protection again. Then HESSO's hybrid phase (progressive shrinking) runs on the set CRIC returned.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ class CRIC:
             if self._joint_loss(layout, chosen.tolist()) > self._joint_loss(layout, initial.tolist()):
                 chosen, rolled_back = initial, True
                 flagged[:] = False
-        optimizer.protected |= flagged
+        # Replace, don't accumulate: this period's findings protect the next selection only.
+        optimizer.protected = flagged
         self.history.append(cycles)
         self.rolled_back.append(rolled_back)
         logger.info(

@@ -120,7 +120,7 @@ class HESSO(torch.optim.Optimizer):
         ]
         self.pruned = torch.zeros(n, dtype=torch.bool)
         self.redundant = torch.zeros(n, dtype=torch.bool)  # shrinking in the current period
-        self.protected = torch.zeros(n, dtype=torch.bool)  # found indispensable by CRIC
+        self.protected = torch.zeros(n, dtype=torch.bool)  # found indispensable by CRIC last period
         self.last_scores: torch.Tensor | None = None
 
     # ----- schedule ----------------------------------------------------------------------------
@@ -186,7 +186,8 @@ class HESSO(torch.optim.Optimizer):
         """The ``quota`` lowest-scoring candidates, each group keeping its minimum of channels.
 
         Overflow is resolved by score order (stable for ties), never by channel index. Channels
-        CRIC found indispensable are taken only when the others cannot fill the quota.
+        CRIC found indispensable in the last corrected period are taken only when the others
+        cannot fill the quota.
 
         Args:
             scores: One score per channel (lower = pruned first).

@@ -47,6 +47,19 @@ def test_misjudged_channel_is_swapped_out_and_values_rolled_back():
     assert 0 not in optimizer.select_by_score(scores, 3).tolist()
 
 
+def test_protection_expires_after_the_next_period():
+    _, _, optimizer, cric, _ = _setup()
+    scores = torch.arange(8, dtype=torch.float64)
+    cric.correct(optimizer, scores, 2)
+    assert optimizer.protected.nonzero().flatten().tolist() == [0]
+    # next period: channel 0 is passed over by the selection, so it is not probed again ...
+    assert sorted(cric.correct(optimizer, scores, 2).tolist()) == [1, 2]
+    assert [len(c.swapped_out) for c in cric.history[1]] == [0]
+    # ... and its protection, decided two periods ago, no longer distorts the selection
+    assert not optimizer.protected.any()
+    assert optimizer.select_by_score(scores, 2).tolist() == [0, 1]
+
+
 def test_correction_that_costs_more_jointly_is_rolled_back():
     _, _, optimizer, cric, _ = _setup(interaction=100.0)  # 1 and 2 together collapse the loss
     scores = torch.arange(8, dtype=torch.float64)

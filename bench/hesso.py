@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from onnx_graph.testing import run_onnx
-from spa.allocation import plan_uniform
-from spa.group_mapping import map_groups
-from spa.harness_lite import HARNESS, Dataset, evaluate, steps_per_epoch, train
-from spa.sparse_training import SparseTraining
-from spa.subnet import prune_module
+# Measure this checkout, not whatever copy of sparsearch is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from onnx_graph.testing import run_onnx  # noqa: E402
+from spa.allocation import plan_uniform  # noqa: E402
+from spa.group_mapping import map_groups  # noqa: E402
+from spa.harness_lite import HARNESS, Dataset, evaluate, steps_per_epoch, train  # noqa: E402
+from spa.sparse_training import SparseTraining  # noqa: E402
+from spa.subnet import prune_module  # noqa: E402
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 
@@ -41,7 +46,12 @@ def run_dense(factory: Callable[[], nn.Module], data: Dataset, epochs: int, seed
 
 
 def run_hesso(
-    factory: Callable[[], nn.Module], data: Dataset, epochs: int, seed: int, sparsity: float, cric: bool
+    factory: Callable[[], nn.Module],
+    data: Dataset,
+    epochs: int,
+    seed: int,
+    sparsity: float,
+    cric: bool,
 ) -> dict:
     torch.manual_seed(seed)
     model = factory()
@@ -50,9 +60,14 @@ def run_hesso(
     probe = torch.Generator().manual_seed(seed + 1)
     index = torch.randperm(len(data.y_train), generator=probe)[:512]
     optimizer = sparse.hesso(
-        variant="sgd", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-        target_group_sparsity=sparsity, start_pruning_step=int(0.2 * total),
-        pruning_steps=int(0.4 * total), pruning_periods=5,
+        variant="sgd",
+        lr=LR,
+        momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+        target_group_sparsity=sparsity,
+        start_pruning_step=int(0.2 * total),
+        pruning_steps=int(0.4 * total),
+        pruning_periods=5,
         cric=sparse.cric(data.x_train[index], data.y_train[index]) if cric else None,
     )
     train(model, data, optimizer, epochs, seed=seed)
@@ -62,12 +77,16 @@ def run_hesso(
     reference = subnet.module(data.x_test[:64]).detach().numpy()
     onnx_diff = float(np.abs(run_onnx(subnet.onnx, data.x_test[:64].numpy())[0] - reference).max())
     return {
-        "acc": acc, "sparsity": metrics["group_sparsity"], "onnx_diff": onnx_diff,
+        "acc": acc,
+        "sparsity": metrics["group_sparsity"],
+        "onnx_diff": onnx_diff,
         "params": sum(p.numel() for p in subnet.module.parameters()),
     }
 
 
-def run_prune_finetune(factory: Callable[[], nn.Module], data: Dataset, epochs: int, seed: int, sparsity: float) -> dict:
+def run_prune_finetune(
+    factory: Callable[[], nn.Module], data: Dataset, epochs: int, seed: int, sparsity: float
+) -> dict:
     torch.manual_seed(seed)
     model = factory()
     train(model, data, sgd(model), epochs // 2, seed=seed)
@@ -78,8 +97,11 @@ def run_prune_finetune(factory: Callable[[], nn.Module], data: Dataset, epochs: 
     pruned = prune_module(model, mapping, removed)
     train(pruned, data, sgd(pruned), epochs - epochs // 2, seed=seed + 100)
     total = max(1, mapping.num_channels)
-    return {"acc": evaluate(pruned, data.x_test, data.y_test), "sparsity": sum(map(len, removed.values())) / total,
-            "params": sum(p.numel() for p in pruned.parameters())}
+    return {
+        "acc": evaluate(pruned, data.x_test, data.y_test),
+        "sparsity": sum(map(len, removed.values())) / total,
+        "params": sum(p.numel() for p in pruned.parameters()),
+    }
 
 
 def main() -> None:
@@ -101,24 +123,39 @@ def main() -> None:
         for sparsity in args.sparsity:
             results: dict[str, list[dict]] = {"hesso": [], "cric": [], "ptf": []}
             for seed in range(args.seeds):
-                results["hesso"].append(run_hesso(model_factory, data, args.epochs, seed, sparsity, False))
-                results["cric"].append(run_hesso(model_factory, data, args.epochs, seed, sparsity, True))
-                results["ptf"].append(run_prune_finetune(model_factory, data, args.epochs, seed, sparsity))
+                results["hesso"].append(
+                    run_hesso(model_factory, data, args.epochs, seed, sparsity, False)
+                )
+                results["cric"].append(
+                    run_hesso(model_factory, data, args.epochs, seed, sparsity, True)
+                )
+                results["ptf"].append(
+                    run_prune_finetune(model_factory, data, args.epochs, seed, sparsity)
+                )
             mean = {k: float(np.mean([r["acc"] for r in v])) for k, v in results.items()}
             rows.append((name, sparsity, float(np.mean(dense)), mean, results, dense_params))
-            print(f"{name} {sparsity}: dense {np.mean(dense):.2f} " + " ".join(f"{k} {v:.2f}" for k, v in mean.items())
-                  + f" ({time.perf_counter() - start:.0f}s)", flush=True)
-    print("\n| model | group sparsity | dense | HESSO | HESSO-CRIC | prune+fine-tune | params HESSO / CRIC / PTF "
-          "| max ONNX diff |")
+            print(
+                f"{name} {sparsity}: dense {np.mean(dense):.2f} "
+                + " ".join(f"{k} {v:.2f}" for k, v in mean.items())
+                + f" ({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
+    print(
+        "\n| model | group sparsity | dense | HESSO | HESSO-CRIC | prune+fine-tune | params HESSO / CRIC / PTF "
+        "| max ONNX diff |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, sparsity, dense_acc, mean, results, dense_params in rows:
         real = np.mean([r["sparsity"] for r in results["hesso"]])
         params = " / ".join(
-            f"{np.mean([r['params'] for r in results[k]]) / dense_params:.0%}" for k in ("hesso", "cric", "ptf")
+            f"{np.mean([r['params'] for r in results[k]]) / dense_params:.0%}"
+            for k in ("hesso", "cric", "ptf")
         )
         diff = max(r["onnx_diff"] for r in results["hesso"] + results["cric"])
-        print(f"| {name} | {sparsity:.0%} (got {real:.1%}) | {dense_acc:.2f} | {mean['hesso']:.2f} | "
-              f"{mean['cric']:.2f} | {mean['ptf']:.2f} | {params} | {diff:.1e} |")
+        print(
+            f"| {name} | {sparsity:.0%} (got {real:.1%}) | {dense_acc:.2f} | {mean['hesso']:.2f} | "
+            f"{mean['cric']:.2f} | {mean['ptf']:.2f} | {params} | {diff:.1e} |"
+        )
 
 
 if __name__ == "__main__":

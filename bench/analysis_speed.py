@@ -24,6 +24,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.zoo_coverage import torch_pruning_step  # noqa: E402
 from onnx_graph import analyze, check_model, lower, prune  # noqa: E402
 from onnx_graph.testing import randomize_module  # noqa: E402
 from spa import plan_uniform  # noqa: E402
@@ -42,23 +43,8 @@ def ours_once(serialized: bytes) -> tuple[float, float]:
 
 
 def torch_pruning_once(name: str, size: int) -> float:
-    import torch_pruning as tp
-
     module = randomize_module(torchvision.models.get_model(name, weights=None), seed=0).eval()
-    heads = [
-        m for m in module.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1000
-    ]
-    example = torch.randn(1, 3, size, size)
-    start = time.perf_counter()
-    pruner = tp.pruner.MetaPruner(
-        module,
-        example,
-        importance=tp.importance.MagnitudeImportance(p=1),
-        pruning_ratio=0.5,
-        ignored_layers=heads,
-    )
-    pruner.step()
-    return time.perf_counter() - start
+    return torch_pruning_step(module, torch.randn(1, 3, size, size))
 
 
 def main() -> None:

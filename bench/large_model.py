@@ -42,13 +42,26 @@ def build(folder: Path, width: int, layers: int) -> Path:
     with open(folder / data_name, "wb") as data:
         for layer in range(layers):
             for name, shape in ((f"w{layer}", (width, width)), (f"b{layer}", (width,))):
-                array = (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(width)).astype(np.float32)
+                array = (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(width)).astype(
+                    np.float32
+                )
                 array.tofile(data)
-                tensor = ir.ExternalTensor(data_name, offset, array.nbytes, ir.DataType.FLOAT,
-                                           shape=ir.Shape(shape), name=name, base_dir=folder)
+                tensor = ir.ExternalTensor(
+                    data_name,
+                    offset,
+                    array.nbytes,
+                    ir.DataType.FLOAT,
+                    shape=ir.Shape(shape),
+                    name=name,
+                    base_dir=folder,
+                )
                 offset += array.nbytes
-                value = ir.Value(name=name, shape=ir.Shape(shape), type=ir.TensorType(ir.DataType.FLOAT),
-                                 const_value=tensor)
+                value = ir.Value(
+                    name=name,
+                    shape=ir.Shape(shape),
+                    type=ir.TensorType(ir.DataType.FLOAT),
+                    const_value=tensor,
+                )
                 graph.register_initializer(value)
             matmul = ir.node("MatMul", [current, graph.initializers[f"w{layer}"]])
             add = ir.node("Add", [matmul.outputs[0], graph.initializers[f"b{layer}"]])
@@ -104,8 +117,11 @@ def prune_large(path: Path, output: Path) -> dict[str, Any]:
     og.save(pruned, output, external_data=True)
     timings["save_s"] = time.perf_counter() - start
     kept = {name: np.asarray(axes).tolist() for name, axes in _kept_channels(groups, plan).items()}
-    return {"timings": timings, "kept": kept,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {
+        "timings": timings,
+        "kept": kept,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def _kept_channels(groups: Any, plan: Any) -> dict[str, np.ndarray]:
@@ -155,8 +171,12 @@ def main() -> None:
     build(folder, args.width, args.layers)
     size_gb = sum(f.stat().st_size for f in folder.glob("large.onnx*")) / 1e9
     print(f"built {size_gb:.2f} GB in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    completed = subprocess.run([sys.executable, __file__, "--child", "--folder", str(folder)],
-                               capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", "--folder", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     result["model_gb"] = size_gb
     result["pruned_gb"] = sum(f.stat().st_size for f in folder.glob("pruned.onnx*")) / 1e9

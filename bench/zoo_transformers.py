@@ -55,10 +55,16 @@ def run_sparsearch(zoo_model: ZooModel, module: Any) -> dict[str, Any]:
     before, after = og.count_cost(model), og.count_cost(pruned)
     with_parameters = [g for g in groups if g.parameters and g.num_channels > 1]
     return {
-        "ok": True, "exact": error <= TOLERANCE * max(1.0, scale), "max_error": error,
-        "export_s": export_s, "analysis_s": analysis_s, "surgery_s": surgery_s,
-        "groups": len(with_parameters), "pruned_groups": len(plan.removed),
-        "params": (before.params, after.params), "macs": (before.macs, after.macs),
+        "ok": True,
+        "exact": error <= TOLERANCE * max(1.0, scale),
+        "max_error": error,
+        "export_s": export_s,
+        "analysis_s": analysis_s,
+        "surgery_s": surgery_s,
+        "groups": len(with_parameters),
+        "pruned_groups": len(plan.removed),
+        "params": (before.params, after.params),
+        "macs": (before.macs, after.macs),
     }
 
 
@@ -72,8 +78,11 @@ def run_torch_pruning(zoo_model: ZooModel, module: Any) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         pruner = tp.pruner.MetaPruner(
-            module, example, importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=RATIO, ignored_layers=[classifier],
+            module,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=RATIO,
+            ignored_layers=[classifier],
         )
         pruner.step()
         seconds = time.perf_counter() - start
@@ -83,10 +92,17 @@ def run_torch_pruning(zoo_model: ZooModel, module: Any) -> dict[str, Any]:
             raise RuntimeError(f"output shape {tuple(output.shape)}")
         macs_after, params_after = tp.utils.count_ops_and_params(module, example)
     except Exception as error:  # the benchmark records any failure of the other tool
-        return {"ok": False, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:80]}",
-                "seconds": time.perf_counter() - start}
-    return {"ok": True, "seconds": seconds, "params": (params_before, params_after),
-            "macs": (macs_before, macs_after)}
+        return {
+            "ok": False,
+            "error": f"{type(error).__name__}: {str(error).splitlines()[0][:80]}",
+            "seconds": time.perf_counter() - start,
+        }
+    return {
+        "ok": True,
+        "seconds": seconds,
+        "params": (params_before, params_after),
+        "macs": (macs_before, macs_after),
+    }
 
 
 def run_one(name: str, tool: str) -> dict[str, Any]:
@@ -109,14 +125,18 @@ def run_one(name: str, tool: str) -> dict[str, Any]:
 
 def run_child(name: str, tool: str, timeout: int, memory_gb: float) -> dict[str, Any]:
     """Run ``run_one`` in a child process; a crash, timeout or out-of-memory becomes a failure."""
+
     def limit_memory() -> None:
         limit = int(memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     try:
         completed = subprocess.run(
-            [sys.executable, __file__, "--one", name, "--tool", tool], capture_output=True,
-            text=True, timeout=timeout, preexec_fn=limit_memory,
+            [sys.executable, __file__, "--one", name, "--tool", tool],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=limit_memory,
         )
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timeout after {timeout}s"}
@@ -144,7 +164,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         ours, theirs = row.get("ours", {}), row.get("tp", {})
         ours_ok = "ok" if ours.get("ok") else f"fail: {ours.get('error', '?')[:60]}"
         theirs_ok = "ok" if theirs.get("ok") else f"fail: {theirs.get('error', '?')[:60]}"
-        seconds = (f"{ours['analysis_s']:.2f}+{ours['surgery_s']:.2f}" if ours.get("ok") else "-")
+        seconds = f"{ours['analysis_s']:.2f}+{ours['surgery_s']:.2f}" if ours.get("ok") else "-"
         lines.append(
             f"| {row['model']} | {row['input']} | {ours_ok} | {ours.get('exact', '-')} | "
             f"{_reduction(ours.get('params'))} | {_reduction(ours.get('macs'))} | {seconds} | "
@@ -154,8 +174,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
     ok = sum(1 for r in results if r.get("ours", {}).get("ok") and r["ours"].get("exact"))
     tp_ok = sum(1 for r in results if r.get("tp", {}).get("ok"))
     lines.append("")
-    lines.append(f"sparsearch: {ok}/{len(results)} pruned, valid and exact; "
-                 f"Torch-Pruning: {tp_ok}/{len(results)} pruned and running")
+    lines.append(
+        f"sparsearch: {ok}/{len(results)} pruned, valid and exact; "
+        f"Torch-Pruning: {tp_ok}/{len(results)} pruned and running"
+    )
     return "\n".join(lines)
 
 

@@ -167,15 +167,21 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
                 tuple(sorted(channel_axis.nodes)),
             )
         )
-        for reasons, collected in ((channel_axis.frozen_reasons, frozen[group_id]),
-                                   (channel_axis.inexact_reasons, inexact[group_id])):
+        for reasons, collected in (
+            (channel_axis.frozen_reasons, frozen[group_id]),
+            (channel_axis.inexact_reasons, inexact[group_id]),
+        ):
             for reason in reasons:
                 message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
                 if message not in collected:
                     collected.append(message)
     groups = [
         PruningGroup(
-            group_id, int(group_sizes[group_id]), members[group_id], frozen[group_id], inexact[group_id]
+            group_id,
+            int(group_sizes[group_id]),
+            members[group_id],
+            frozen[group_id],
+            inexact[group_id],
         )
         for group_id in range(num_groups)
     ]

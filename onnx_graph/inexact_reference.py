@@ -54,9 +54,9 @@ def _replace_with_masked(graph: ir.Graph, node: ir.Node, positions: np.ndarray, 
             continue
         sliced = np.ascontiguousarray(parameter.const_value.numpy()[positions])
         inputs.append(_constant(graph, f"{name}__param{index}", sliced))
-    normed = ir.node("LayerNormalization", inputs, attributes={
-        k: v for k, v in node.attributes.items()
-    })
+    normed = ir.node(
+        "LayerNormalization", inputs, attributes={k: v for k, v in node.attributes.items()}
+    )
     scattered = ir.node("MatMul", [normed.outputs[0], scatter_value])
     graph.insert_before(node, [gathered, normed, scattered])
     old_output = node.outputs[0]
@@ -69,8 +69,9 @@ def _replace_with_masked(graph: ir.Graph, node: ir.Node, positions: np.ndarray, 
 
 def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     tensor = ir.Tensor(array, name=name)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
-                     const_value=tensor)
+    value = ir.Value(
+        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+    )
     graph.register_initializer(value)
     return value
 
@@ -89,7 +90,9 @@ def _run(model: ir.Model, inputs: Mapping[str, np.ndarray] | np.ndarray) -> list
     """onnxruntime outputs; models over the 2 GB protobuf limit run from a temporary file."""
     from onnx_graph.testing import run_onnx
 
-    size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    size = sum(
+        v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
+    )
     if size < _PROTO_LIMIT:
         return run_onnx(model, inputs)
     import tempfile
@@ -102,7 +105,11 @@ def _run(model: ir.Model, inputs: Mapping[str, np.ndarray] | np.ndarray) -> list
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: inputs} if isinstance(inputs, np.ndarray) else dict(inputs)
+        feed = (
+            {session.get_inputs()[0].name: inputs}
+            if isinstance(inputs, np.ndarray)
+            else dict(inputs)
+        )
         return session.run(None, feed)
 
 

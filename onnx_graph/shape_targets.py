@@ -27,9 +27,13 @@ def constant_reshape_targets(model: ir.Model) -> int:
     that onnxruntime cannot run, are left unchanged.
     """
     reshapes = [
-        n for n in model.graph
-        if n.op_type == "Reshape" and len(n.inputs) > 1 and n.inputs[1] is not None
-        and n.inputs[1].const_value is None and n.inputs[1].name
+        n
+        for n in model.graph
+        if n.op_type == "Reshape"
+        and len(n.inputs) > 1
+        and n.inputs[1] is not None
+        and n.inputs[1].const_value is None
+        and n.inputs[1].name
     ]
     if not reshapes:
         return 0
@@ -70,7 +74,9 @@ def _evaluate(model: ir.Model, names: list[str], batch: int) -> dict[str, np.nda
     proto = ir.to_proto(model)
     del proto.graph.output[:]
     for name in names:
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+        proto.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None)
+        )
     feeds = {}
     for graph_input in proto.graph.input:
         tensor_type = graph_input.type.tensor_type
@@ -80,7 +86,9 @@ def _evaluate(model: ir.Model, names: list[str], batch: int) -> dict[str, np.nda
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return dict(zip(names, session.run(names, feeds), strict=True))
 
 
@@ -91,7 +99,8 @@ def _initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
         counter += 1
         name = f"{base}{counter}"
     tensor = ir.Tensor(array, name=name)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype),
-                     const_value=tensor)
+    value = ir.Value(
+        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+    )
     graph.register_initializer(value)
     return value

@@ -53,7 +53,9 @@ def with_concrete_shapes(model: ir.Model, batch: int = 1) -> ir.Model | None:
     for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
         tensor_type = info.type.tensor_type
         if tensor_type.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+            shapes[info.name] = [
+                d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
+            ]
     clone = model.clone()
     for value in _all_values(clone.graph):
         dims = shapes.get(value.name or "")

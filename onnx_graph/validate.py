@@ -40,7 +40,9 @@ def _check_large(model: ir.Model) -> None:
 
 
 def _has_external_data(model: ir.Model) -> bool:
-    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+    return any(
+        isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()
+    )
 
 
 def _initializer_bytes(model: ir.Model) -> int:

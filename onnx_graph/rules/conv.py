@@ -23,6 +23,20 @@ def _within_group(size: int, groups: int) -> ExplicitMap:
     return ExplicitMap(index, index % (size // groups))
 
 
+def _channel_side(
+    node: ir.Node, port: ir.Value, axis: int, *, weight_in_axis: int, weight_out_axis: int
+) -> str | None:
+    """Whether the live axis is the conv's output channels, its input channels, or neither."""
+    y, weight, bias = node.outputs[0], node.inputs[1], input_or_none(node, 2)
+    if (port is y and axis == 1) or (port is weight and axis == weight_out_axis):
+        return "output"
+    if port is bias and axis == 0:
+        return "output"
+    if (port is node.inputs[0] and axis == 1) or (port is weight and axis == weight_in_axis):
+        return "input"
+    return None
+
+
 @register_rule("Conv")
 class ConvRule(OpRule):
     def seed(self, node: ir.Node, ctx: AnalysisContext) -> None:
@@ -38,15 +52,11 @@ class ConvRule(OpRule):
             return
         out_channels, in_per_group = weight_shape[0], weight_shape[1]
         assert out_channels is not None and in_per_group is not None
-        on_output = (
-            (port is y and axis == 1)
-            or (port is weight and axis == 0)
-            or (port is bias and axis == 0)
-        )
-        on_input = (port is x and axis == 1) or (port is weight and axis == 1)
-        if not (on_output or on_input):
+        side = _channel_side(node, port, axis, weight_in_axis=1, weight_out_axis=0)
+        if side is None:
             ctx.freeze_node(node, port, axis, f"axis {axis} of '{port.name}' is not a channel axis")
             return
+        on_input = side == "input"
         ctx.couple(y, 1, weight, 0)
         ctx.couple(y, 1, bias, 0)
         if groups > 1 and in_per_group == 1:  # depthwise, possibly with a depth multiplier
@@ -85,13 +95,7 @@ class ConvTransposeRule(OpRule):
             return
         in_channels, out_per_group = weight_shape[0], weight_shape[1]
         assert in_channels is not None and out_per_group is not None
-        on_output = (
-            (port is y and axis == 1)
-            or (port is weight and axis == 1)
-            or (port is bias and axis == 0)
-        )
-        on_input = (port is x and axis == 1) or (port is weight and axis == 0)
-        if not (on_output or on_input):
+        if _channel_side(node, port, axis, weight_in_axis=0, weight_out_axis=1) is None:
             ctx.freeze_node(node, port, axis, f"axis {axis} of '{port.name}' is not a channel axis")
             return
         if groups == 1:

@@ -24,20 +24,27 @@ def parse_equation(equation: str, ranks: list[int | None]) -> tuple[list[str], s
     terms = inputs_part.split(",")
     if len(terms) != len(ranks) or any(r is None for r in ranks):
         return None
-    ellipsis_rank = max((r - len(t.replace("...", "")) for t, r in zip(terms, ranks, strict=True)
-                         if "..." in t and r is not None), default=0)
+    ellipsis_rank = max(
+        (
+            r - len(t.replace("...", ""))
+            for t, r in zip(terms, ranks, strict=True)
+            if "..." in t and r is not None
+        ),
+        default=0,
+    )
     broadcast = "".join(chr(ord("A") + i) for i in range(ellipsis_rank))
     expanded = []
     for term, term_rank in zip(terms, ranks, strict=True):
         if "..." in term:
             assert term_rank is not None
             own = term_rank - len(term.replace("...", ""))
-            term = term.replace("...", broadcast[ellipsis_rank - own:])
+            term = term.replace("...", broadcast[ellipsis_rank - own :])
         expanded.append(term)
     if output is None:  # implicit mode: letters used once, sorted
         letters = "".join(expanded)
-        output = broadcast + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
-                                            and c not in broadcast))
+        output = broadcast + "".join(
+            sorted(c for c in set(letters) if letters.count(c) == 1 and c not in broadcast)
+        )
     else:
         output = output.replace("...", broadcast)
     return expanded, output
@@ -48,7 +55,9 @@ class EinsumRule(OpRule):
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
         attribute = node.attributes.get("equation")
         inputs, output = list(node.inputs), node.outputs[0]
-        parsed = parse_equation(str(attribute.value), [rank(v) for v in inputs]) if attribute else None
+        parsed = (
+            parse_equation(str(attribute.value), [rank(v) for v in inputs]) if attribute else None
+        )
         if parsed is None:
             ctx.freeze_node(node, port, axis, "cannot parse the einsum equation")
             return

@@ -30,7 +30,9 @@ class GatherNDRule(OpRule):
         data_axis = axis if port is data else axis - shift
         if port is output and axis < batch_dims:
             data_axis = axis
-        if batch_dims <= data_axis < first_kept or (port is output and batch_dims <= axis < len(indices_shape) - 1):
+        if batch_dims <= data_axis < first_kept or (
+            port is output and batch_dims <= axis < len(indices_shape) - 1
+        ):
             ctx.freeze_node(node, port, axis, "gathers along the channel axis")
             return
         if data_axis < batch_dims:

@@ -71,7 +71,9 @@ def _layout_axis(node: ir.Node, axis: int, value_rank: int) -> int | None:
     """Where ``axis`` of a Transpose/Unsqueeze/Squeeze input lands in its output (None: elsewhere)."""
     if node.op_type == "Transpose":
         perm = node.attributes.get("perm")
-        order = [int(p) for p in perm.value] if perm is not None else list(reversed(range(value_rank)))
+        order = (
+            [int(p) for p in perm.value] if perm is not None else list(reversed(range(value_rank)))
+        )
         return order.index(axis) if axis in order else None
     if node.op_type not in ("Unsqueeze", "Squeeze"):
         return None

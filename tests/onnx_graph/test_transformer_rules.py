@@ -75,14 +75,17 @@ bias (float[2, 3, 4, 4] scores) => (float[2, 3, 4, 4] y) {
 
 def test_gather_nd_carries_the_heads_axis_of_a_bias_table() -> None:
     weights = {
-        "coords": _random(9, 5), "w": _random(5, 3, seed=1),
+        "coords": _random(9, 5),
+        "w": _random(5, 3, seed=1),
         "index": np.random.default_rng(2).integers(0, 9, (16, 1)).astype(np.int64),
         "shape": np.array([4, 4, 3], dtype=np.int64),
     }
     model = _model(GATHER_ND_BIAS, weights)
     groups = og.analyze(model)
     (group,) = [g for g in groups if g.matches("w")]
-    assert group.num_channels == 3 and ("index", 0) not in {(m.value_name, m.axis) for m in group.members}
+    assert group.num_channels == 3 and ("index", 0) not in {
+        (m.value_name, m.axis) for m in group.members
+    }
     # the scores input freezes the heads here (a graph input), but the coupling reached it
     assert any("graph input 'scores'" in r for r in group.why_not_prunable())
 
@@ -102,13 +105,18 @@ token (float[N, 4, 6] x) => (float[N, 5, 3] y) {
 
 def test_expand_rewrites_a_channel_entry_of_its_target() -> None:
     weights = {
-        "one": np.array([1], dtype=np.int64), "channels": np.array([8], dtype=np.int64),
-        "class_token": _random(1, 1, 8), "w": _random(6, 8, seed=1), "head": _random(8, 3, seed=2),
+        "one": np.array([1], dtype=np.int64),
+        "channels": np.array([8], dtype=np.int64),
+        "class_token": _random(1, 1, 8),
+        "w": _random(6, 8, seed=1),
+        "head": _random(8, 3, seed=2),
     }
     model = _model(EXPAND_TOKEN, weights)
     groups = og.analyze(model)
     (group,) = groups.prunable
-    assert {("class_token", 2), ("w", 1), ("head", 0)} <= {(m.value_name, m.axis) for m in group.members}
+    assert {("class_token", 2), ("w", 1), ("head", 0)} <= {
+        (m.value_name, m.axis) for m in group.members
+    }
     plan = og.PruningPlan(groups, {group.id: np.array([0, 5, 6])})
     pruned = og.prune(model, plan)
     assert run_onnx(pruned, _random(3, 4, 6))[0].shape == (3, 5, 3)
@@ -137,12 +145,16 @@ strided (float[N, 3, 4, 4] x) => (float[N, 2] y) {
 
 def test_identity_as_strided_gather_is_folded() -> None:
     weights = {
-        "w": _random(6, 3, 1, 1), "spatial": np.array([2, 3], dtype=np.int64),
-        "minus_one": np.array([-1], dtype=np.int64), "zero": np.array(0, dtype=np.int64),
-        "step": np.array(1, dtype=np.int64), "stride": np.array(6, dtype=np.int64),
+        "w": _random(6, 3, 1, 1),
+        "spatial": np.array([2, 3], dtype=np.int64),
+        "minus_one": np.array([-1], dtype=np.int64),
+        "zero": np.array(0, dtype=np.int64),
+        "step": np.array(1, dtype=np.int64),
+        "stride": np.array(6, dtype=np.int64),
         "axes": np.array([1, 2, 3], dtype=np.int64),
         "channel_index": np.arange(6, dtype=np.int64).reshape(1, 6, 1, 1),
-        "two_d": np.array([-1, 6], dtype=np.int64), "head": _random(6, 2, seed=1),
+        "two_d": np.array([-1, 6], dtype=np.int64),
+        "head": _random(6, 2, seed=1),
     }
     model = _model(AS_STRIDED, weights)
     images = _random(3, 3, 4, 4, seed=5)

@@ -77,7 +77,9 @@ class TinyBert(nn.Module):
         self.tokens = nn.Embedding(vocab, dim)
         self.positions = nn.Parameter(torch.zeros(1, tokens, dim))
         self.norm = nn.LayerNorm(dim)
-        self.blocks = nn.ModuleList(Block(dim, heads, fused=False, pre_norm=False) for _ in range(2))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, fused=False, pre_norm=False) for _ in range(2)
+        )
         self.classifier = nn.Linear(dim, 3)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,7 +128,9 @@ def vit(request: pytest.FixtureRequest) -> tuple[ir.Model, np.ndarray]:
     return model, images
 
 
-def _attention_groups(groups: og.GroupSet, bias_name: str = "*in_proj_bias") -> list[og.PruningGroup]:
+def _attention_groups(
+    groups: og.GroupSet, bias_name: str = "*in_proj_bias"
+) -> list[og.PruningGroup]:
     return [g for g in groups if any(m.value_name.endswith(bias_name[1:]) for m in g.parameters)]
 
 
@@ -144,7 +148,9 @@ def test_vit_heads_couple_q_k_v_and_output_projection(vit: tuple) -> None:
     pruned = og.prune(model, plan)
     weights = {v.name: v for v in pruned.graph.initializers.values()}
     assert weights[in_proj_bias.value_name].shape[0] == 96
-    out_proj = next(n for n in weights if n.endswith("encoder_layer_0.self_attention.out_proj.weight"))
+    out_proj = next(
+        n for n in weights if n.endswith("encoder_layer_0.self_attention.out_proj.weight")
+    )
     assert list(weights[out_proj].shape) == [64, 32]
     assert _exact(oracle_difference(model, plan, images))
 
@@ -162,7 +168,9 @@ def test_vit_head_dim_prunes_every_head_alike_and_keeps_the_folded_scale(vit: tu
     scales = sorted(
         float(v.const_value.numpy().reshape(-1)[0])
         for v in pruned.graph.initializers.values()
-        if v.const_value is not None and v.const_value.numpy().size == 1 and v.dtype == ir.DataType.FLOAT
+        if v.const_value is not None
+        and v.const_value.numpy().size == 1
+        and v.dtype == ir.DataType.FLOAT
         and any(node.op_type == "Mul" for node, _ in v.uses())
     )
     assert 0.5 in scales
@@ -187,7 +195,9 @@ def test_vit_embedding_is_frozen_by_layer_norm_by_default(vit: tuple) -> None:
     model, _ = vit
     embedding = _embedding_group(og.analyze(model))
     assert not embedding.prunable
-    assert any("LayerNormalization statistics mix channels" in r for r in embedding.why_not_prunable())
+    assert any(
+        "LayerNormalization statistics mix channels" in r for r in embedding.why_not_prunable()
+    )
 
 
 def test_vit_embedding_across_the_residual_stream(vit: tuple) -> None:
@@ -196,8 +206,12 @@ def test_vit_embedding_across_the_residual_stream(vit: tuple) -> None:
     embedding = _embedding_group(groups)
     assert embedding.prunable and not embedding.exact and embedding.num_channels == 64
     names = {(m.value_name, m.axis) for m in embedding.parameters}
-    for expected in [("conv_proj.weight", 0), ("encoder.pos_embedding", 2),
-                     ("encoder.ln.weight", 0), ("heads.head.weight", 1)]:
+    for expected in [
+        ("conv_proj.weight", 0),
+        ("encoder.pos_embedding", 2),
+        ("encoder.ln.weight", 0),
+        ("heads.head.weight", 1),
+    ]:
         assert expected in names
     # the class token; a static-batch export folds its Expand over the batch into a constant
     assert ("class_token", 2) in names or ("expand", 2) in names
@@ -280,24 +294,45 @@ def _small_vision(name: str) -> nn.Module:
         SwinTransformerBlockV2,
     )
 
-    swin = partial(SwinTransformer, patch_size=[4, 4], embed_dim=32, depths=[2, 2],
-                   num_heads=[2, 4], window_size=[4, 4], num_classes=10)
+    swin = partial(
+        SwinTransformer,
+        patch_size=[4, 4],
+        embed_dim=32,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=[4, 4],
+        num_classes=10,
+    )
     builders = {
         "swin": swin,
         "swin_v2": partial(swin, block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2),
-        "convnext": partial(ConvNeXt, [CNBlockConfig(32, 64, 2), CNBlockConfig(64, None, 2)],
-                            num_classes=10),
-        "maxvit": partial(MaxVit, input_size=(64, 64), stem_channels=16, partition_size=4,
-                          block_channels=[32, 64], block_layers=[1, 1], head_dim=16,
-                          stochastic_depth_prob=0.0, num_classes=10),
+        "convnext": partial(
+            ConvNeXt, [CNBlockConfig(32, 64, 2), CNBlockConfig(64, None, 2)], num_classes=10
+        ),
+        "maxvit": partial(
+            MaxVit,
+            input_size=(64, 64),
+            stem_channels=16,
+            partition_size=4,
+            block_channels=[32, 64],
+            block_layers=[1, 1],
+            head_dim=16,
+            stochastic_depth_prob=0.0,
+            num_classes=10,
+        ),
     }
     return randomize_module(builders[name](), seed=3)
 
 
-@pytest.mark.parametrize("name", [
-    "swin", "convnext",
-    pytest.param("swin_v2", marks=pytest.mark.slow), pytest.param("maxvit", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "swin",
+        "convnext",
+        pytest.param("swin_v2", marks=pytest.mark.slow),
+        pytest.param("maxvit", marks=pytest.mark.slow),
+    ],
+)
 def test_small_vision_transformers_prune_every_group(name: str) -> None:
     model = og.lower(_small_vision(name), (torch.randn(2, 3, 64, 64),), dynamic_batch=True)
     images = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)

@@ -75,8 +75,14 @@ def test_hesso_with_cric_reaches_target_on_real_loss():
     targets = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(0))
     cric = CRIC(probe_loss(model, x, targets))
     optimizer = HESSO(
-        model.parameters(), layout, lr=0.05, target_group_sparsity=0.5,
-        start_pruning_step=1, pruning_periods=2, pruning_steps=4, cric=cric,
+        model.parameters(),
+        layout,
+        lr=0.05,
+        target_group_sparsity=0.5,
+        start_pruning_step=1,
+        pruning_periods=2,
+        pruning_steps=4,
+        cric=cric,
     )
     model.train()
     for _ in range(6):

@@ -34,7 +34,12 @@ def test_resnet_maps_folded_batchnorm_and_residual_coupling():
     for bn in norms:
         conv = bn[: -len("1")] + "0"
         group_id, conv_slice = found[(f"{conv}.weight", 0)]
-        for suffix, is_buffer in (("weight", False), ("bias", False), ("running_mean", True), ("running_var", True)):
+        for suffix, is_buffer in (
+            ("weight", False),
+            ("bias", False),
+            ("running_mean", True),
+            ("running_var", True),
+        ):
             bn_group, bn_slice = found[(f"{bn}.{suffix}", 0)]
             assert bn_group == group_id and bn_slice.is_buffer == is_buffer
             np.testing.assert_array_equal(bn_slice.positions, conv_slice.positions)

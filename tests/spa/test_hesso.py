@@ -31,8 +31,15 @@ def test_reaches_exact_target_with_exact_zeros(variant):
     model, x, mapping = tiny_mapped("conv1d")
     layout = ChannelLayout(model, mapping)
     optimizer = HESSO(
-        model.parameters(), layout, variant=variant, lr=0.01, weight_decay=1e-3,
-        target_group_sparsity=0.5, start_pruning_step=2, pruning_periods=3, pruning_steps=9,
+        model.parameters(),
+        layout,
+        variant=variant,
+        lr=0.01,
+        weight_decay=1e-3,
+        target_group_sparsity=0.5,
+        start_pruning_step=2,
+        pruning_periods=3,
+        pruning_steps=9,
     )
     _train(model, x, optimizer, 11)
     target = round(0.5 * layout.num_channels)
@@ -54,8 +61,15 @@ def test_periods_shrink_linearly_to_zero():
     layout = ChannelLayout(model, mapping)
     # lr 0: only HESSO's shrinking changes the weights, so the norms follow the schedule exactly
     optimizer = HESSO(
-        model.parameters(), layout, variant="sgd", lr=0.0, momentum=0.0,
-        target_group_sparsity=0.5, start_pruning_step=1, pruning_periods=1, pruning_steps=4,
+        model.parameters(),
+        layout,
+        variant="sgd",
+        lr=0.0,
+        momentum=0.0,
+        target_group_sparsity=0.5,
+        start_pruning_step=1,
+        pruning_periods=1,
+        pruning_steps=4,
     )
     _train(model, x, optimizer, 1)
     initial = layout.squared_norms().sqrt()
@@ -111,7 +125,9 @@ def test_rejects_bad_settings():
 def test_checkpoint_resumes_the_schedule():
     model, x, mapping = tiny_mapped("mlp")
     layout = ChannelLayout(model, mapping)
-    options = dict(lr=0.01, target_group_sparsity=0.5, start_pruning_step=1, pruning_periods=2, pruning_steps=4)
+    options = dict(
+        lr=0.01, target_group_sparsity=0.5, start_pruning_step=1, pruning_periods=2, pruning_steps=4
+    )
     optimizer = HESSO(model.parameters(), layout, **options)
     _train(model, x, optimizer, 3)
     restored = HESSO(model.parameters(), layout, **options)
@@ -149,8 +165,13 @@ def test_dense_steps_match_torch_optimizers(variant, reference):
     model, x, mapping = tiny_mapped("mlp")
     twin = copy.deepcopy(model)
     optimizer = HESSO(
-        model.parameters(), ChannelLayout(model, mapping), variant=variant, lr=0.05,
-        weight_decay=1e-2, start_pruning_step=100, pruning_steps=10,
+        model.parameters(),
+        ChannelLayout(model, mapping),
+        variant=variant,
+        lr=0.05,
+        weight_decay=1e-2,
+        start_pruning_step=100,
+        pruning_steps=10,
     )
     _train(model, x, optimizer, 4)
     _train(twin, x, reference(twin.parameters()), 4)

@@ -22,8 +22,13 @@ def test_hesso_with_cric_on_cuda(variant):
     targets = torch.arange(len(x), device="cuda") % 10
     sparse = SparseTraining(model, (x[:2],))
     optimizer = sparse.hesso(
-        variant=variant, lr=0.01, target_group_sparsity=0.5, start_pruning_step=1,
-        pruning_periods=2, pruning_steps=4, cric=sparse.cric(x, targets),
+        variant=variant,
+        lr=0.01,
+        target_group_sparsity=0.5,
+        start_pruning_step=1,
+        pruning_periods=2,
+        pruning_steps=4,
+        cric=sparse.cric(x, targets),
     )
     for _ in range(6):
         loss = torch.nn.functional.cross_entropy(model(x), targets)
@@ -34,4 +39,6 @@ def test_hesso_with_cric_on_cuda(variant):
     subnet = sparse.construct_subnet()
     model.eval()
     with torch.no_grad():
-        np.testing.assert_allclose(subnet.module(x).cpu().numpy(), model(x).cpu().numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            subnet.module(x).cpu().numpy(), model(x).cpu().numpy(), atol=1e-4
+        )

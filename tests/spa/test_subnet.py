@@ -17,8 +17,14 @@ from tests.spa.tiny_models import TINY_MODELS, tiny, tiny_mapped
 def _hesso_train(model, x, layout, steps=6):
     targets = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(0))
     optimizer = HESSO(
-        model.parameters(), layout, variant="adam", lr=0.01, target_group_sparsity=0.5,
-        start_pruning_step=1, pruning_periods=2, pruning_steps=4,
+        model.parameters(),
+        layout,
+        variant="adam",
+        lr=0.01,
+        target_group_sparsity=0.5,
+        start_pruning_step=1,
+        pruning_periods=2,
+        pruning_steps=4,
     )
     model.train()
     for _ in range(steps):
@@ -48,7 +54,9 @@ def test_subnet_equals_group_sparse_model(name):
     dense_params = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() for p in subnet.module.parameters()) < dense_params
     onnx_params = sum(v.const_value.size for v in subnet.onnx.graph.initializers.values())
-    dense_onnx_params = sum(v.const_value.size for v in subnet.dense_onnx.graph.initializers.values())
+    dense_onnx_params = sum(
+        v.const_value.size for v in subnet.dense_onnx.graph.initializers.values()
+    )
     assert onnx_params < dense_onnx_params
 
 

@@ -12,7 +12,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 import onnx_graph.rules  # noqa: F401  (registers every rule)
-from onnx_graph.analysis_context import AnalysisContext, AnalysisOptions
+from onnx_graph.analysis_context import AnalysisContext, AnalysisOptions, values_by_name
 from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
 from onnx_graph.prepare import prepare
 from onnx_graph.rules.base import rule_for
@@ -70,7 +70,7 @@ def analyze(
 
 
 def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
-    values = _values_by_name(graph)
+    values = values_by_name(graph)
     while (channel_axis := ctx.next_pending()) is not None:
         value = values[channel_axis.value_name]
         nodes: list[ir.Node] = []
@@ -97,16 +97,6 @@ def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
                 )
                 ctx.freeze_node(node, value, channel_axis.axis, f"rule error ({error})")
     ctx.current_node = None
-
-
-def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
-    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
-    values.update({name: v for name, v in graph.initializers.items()})
-    for node in graph:
-        for value in (*node.inputs, *node.outputs):
-            if value is not None and value.name:
-                values[value.name] = value
-    return values
 
 
 def _build_groups(ctx: AnalysisContext) -> GroupSet:

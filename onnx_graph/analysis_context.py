@@ -54,6 +54,17 @@ def value_name(value: ir.Value) -> str:
     return value.name
 
 
+def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    """Every named value of ``graph``: inputs, initializers and node outputs."""
+    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
+    values.update(graph.initializers)
+    for node in graph:
+        for value in node.outputs:
+            if value.name:
+                values[value.name] = value
+    return values
+
+
 def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
     """The value's shape with symbolic or unknown dimensions as None (None when rank unknown)."""
     if value is None or value.shape is None:

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from onnx_graph.analysis_context import values_by_name
 from onnx_graph.plan import PruningPlan
 from onnx_graph.rules.base import rule_for
 from onnx_graph.surgery_context import SurgeryContext
@@ -31,7 +32,7 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
     kept = plan.groups.kept_positions(removed)
     axis_sizes = {(a.value_name, a.axis): a.size for a in plan.groups.axes}
     pruned = model.clone()
-    values = _values_by_name(pruned.graph)
+    values = values_by_name(pruned.graph)
     original_sizes: dict[tuple[str, int], int] = {}
     axes_by_value: dict[str, list[tuple[int, np.ndarray]]] = {}
     for (name, axis), positions in kept.items():
@@ -75,7 +76,7 @@ def zero_out(model: ir.Model, plan: PruningPlan) -> ir.Model:
     kept = plan.groups.kept_positions(removed)
     fills = {(a.value_name, a.axis): a.fill for a in plan.groups.axes}
     zeroed = model.clone()
-    values = _values_by_name(zeroed.graph)
+    values = values_by_name(zeroed.graph)
     for (name, axis), positions in kept.items():
         value = values[name]
         fill = fills[(name, axis)]
@@ -88,16 +89,6 @@ def zero_out(model: ir.Model, plan: PruningPlan) -> ir.Model:
         array[tuple(index)] = fill
         value.const_value = ir.Tensor(array, name=value.name)
     return zeroed
-
-
-def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
-    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
-    values.update(graph.initializers)
-    for node in graph:
-        for value in node.outputs:
-            if value.name:
-                values[value.name] = value
-    return values
 
 
 def _drop_unused_initializers(graph: ir.Graph) -> None:

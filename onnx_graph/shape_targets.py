@@ -3,9 +3,13 @@
 Exporters compute Reshape targets from ``Shape`` at run time so that the batch can vary: the legacy
 TorchScript exporter writes ``[B, T, 4, C / 4]`` with ``C`` read from another tensor, the dynamo
 exporter ``Concat(Shape(k)[:2], ...)``. Such entries would read stale sizes after pruning. This pass
-evaluates every computed target at batch 1 and at batch 2 with onnxruntime: entries equal in both
-are constants, and the single entry that follows the batch becomes -1 (inferred at run time). The
-graph then computes the same thing for every batch, and the Reshape rule rewrites plain constants.
+resolves every computed target at batch 1 and at batch 2: entries equal in both are constants, and
+the single entry that follows the batch becomes -1 (inferred at run time). The graph then computes
+the same thing for every batch, and the Reshape rule rewrites plain constants.
+
+The targets are resolved by ONNX shape inference with data propagation on the weight-free skeleton
+(the Reshape's inferred output shape is its resolved target); only targets that inference cannot
+resolve are evaluated by running the model in onnxruntime, which costs a full forward pass.
 """
 
 from __future__ import annotations
@@ -37,16 +41,21 @@ def constant_reshape_targets(model: ir.Model) -> int:
     ]
     if not reshapes:
         return 0
-    targets = sorted({_target_name(n) for n in reshapes})
-    try:
-        at_one, at_two = _evaluate(model, targets, 1), _evaluate(model, targets, 2)
-    except Exception as error:  # onnxruntime raises its own error types
-        logger.info("could not evaluate reshape targets (%s); they stay computed", error)
-        return 0
+    resolved = {batch: _inferred_outputs(model, reshapes, batch) for batch in (1, 2)}
+    unresolved = sorted(
+        {_target_name(n) for n in reshapes if any(n not in r for r in resolved.values())}
+    )
+    evaluated: dict[int, dict[str, np.ndarray]] = {1: {}, 2: {}}
+    if unresolved:
+        try:
+            evaluated = {batch: _evaluate(model, unresolved, batch) for batch in (1, 2)}
+        except Exception as error:  # onnxruntime raises its own error types
+            logger.info("could not evaluate reshape targets (%s); they stay computed", error)
     replaced = 0
     for node in reshapes:
         name = _target_name(node)
-        first, second = at_one.get(name), at_two.get(name)
+        first = resolved[1].get(node, evaluated[1].get(name))
+        second = resolved[2].get(node, evaluated[2].get(name))
         if first is None or second is None or first.shape != second.shape:
             continue
         follows_batch = first != second
@@ -66,6 +75,21 @@ def _target_name(node: ir.Node) -> str:
     target = node.inputs[1]
     assert target is not None and target.name is not None
     return target.name
+
+
+def _inferred_outputs(model: ir.Model, reshapes: list[ir.Node], batch: int) -> dict[ir.Node, np.ndarray]:
+    """Output shapes of ``reshapes`` at ``batch`` that shape inference resolves completely."""
+    from onnx_graph.static_shapes import inferred_shapes
+
+    shapes = inferred_shapes(model, batch)
+    if shapes is None:
+        return {}
+    resolved = {}
+    for node in reshapes:
+        dims = shapes.get(node.outputs[0].name or "")
+        if dims is not None and all(isinstance(d, int) and d > 0 for d in dims):
+            resolved[node] = np.array(dims, dtype=np.int64)
+    return resolved
 
 
 def _evaluate(model: ir.Model, names: list[str], batch: int) -> dict[str, np.ndarray]:

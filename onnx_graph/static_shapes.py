@@ -34,8 +34,59 @@ def with_concrete_shapes(model: ir.Model, batch: int = 1) -> ir.Model | None:
 
     Returns None when inference fails (the caller analyses the symbolic shapes instead).
     """
-    proto = ir.to_proto(model)
+    shapes = inferred_shapes(model, batch)
+    if shapes is None:
+        return None
+    clone = model.clone()
+    for value in _all_values(clone.graph):
+        dims = shapes.get(value.name or "")
+        if dims is not None and value.const_value is None:
+            value.shape = ir.Shape(dims)
+    return clone
+
+
+# Initializers with more elements than this reach shape inference as typed graph inputs, without
+# their data: inference needs only their shapes, while small integer constants (Reshape targets,
+# Slice bounds, Split sizes) must stay values for data propagation.
+_SKELETON_MAX_ELEMENTS = 64
+
+
+def _skeleton_proto(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto for shape inference: large initializers as inputs, no weight data.
+
+    Serialising the weights would cost more than the inference itself (hundreds of MB for a
+    ResNet-50 or ViT), and inference would parse them all again.
+    """
+    large = {
+        name: value
+        for name, value in model.graph.initializers.items()
+        if value.const_value is not None and value.const_value.size > _SKELETON_MAX_ELEMENTS
+    }
+    detached = {name: value.const_value for name, value in large.items()}
+    serde_logger = logging.getLogger("onnx_ir.serde")
+    previous_level = serde_logger.level
+    serde_logger.setLevel(logging.ERROR)  # "initializer has no constant value" is intended here
+    try:
+        for value in large.values():
+            value.const_value = None
+        proto = ir.to_proto(model)
+    finally:
+        serde_logger.setLevel(previous_level)
+        for name, value in large.items():
+            value.const_value = detached[name]
+    weight_infos = [info for info in proto.graph.value_info if info.name in large]
     del proto.graph.value_info[:]
+    proto.graph.input.extend(weight_infos)
+    return proto
+
+
+def inferred_shapes(model: ir.Model, batch: int) -> dict[str, list[int | None]] | None:
+    """Every value's shape from strict shape inference with the leading input dims set to ``batch``.
+
+    Existing value shapes are ignored (they may be symbolic or stale). Returns None when inference
+    fails.
+    """
+    proto = _skeleton_proto(model)
     for graph_input in proto.graph.input:
         tensor_type = graph_input.type.tensor_type
         for dim in tensor_type.shape.dim[:1]:
@@ -56,12 +107,7 @@ def with_concrete_shapes(model: ir.Model, batch: int = 1) -> ir.Model | None:
             shapes[info.name] = [
                 d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
             ]
-    clone = model.clone()
-    for value in _all_values(clone.graph):
-        dims = shapes.get(value.name or "")
-        if dims is not None and value.const_value is None:
-            value.shape = ir.Shape(dims)
-    return clone
+    return shapes
 
 
 def _all_values(graph: ir.Graph) -> list[ir.Value]:

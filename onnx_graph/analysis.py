@@ -12,12 +12,23 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 import onnx_graph.rules  # noqa: F401  (registers every rule)
-from onnx_graph.analysis_context import AnalysisContext, AnalysisOptions, values_by_name
+from onnx_graph.analysis_context import (
+    AnalysisContext,
+    AnalysisOptions,
+    ChannelAxis,
+    values_by_name,
+)
 from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
 from onnx_graph.prepare import prepare
 from onnx_graph.rules.base import rule_for
 from onnx_graph.shape_targets import constant_reshape_targets
-from onnx_graph.static_shapes import has_symbolic_dims, with_concrete_shapes
+from onnx_graph.static_shapes import (
+    Shapes,
+    concrete_shapes,
+    has_symbolic_dims,
+    inferred_shapes,
+    substituted_shapes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +59,16 @@ def analyze(
         raise ValueError(f"attention must be 'head_dim' or 'heads', got {attention!r}")
     if not prepared:
         prepare(model)
+    options = AnalysisOptions(attention, allow_inexact)
     if has_symbolic_dims(model):
-        constant_reshape_targets(model)  # in place: computed targets would read stale sizes
-        model = with_concrete_shapes(model) or model  # relate channel axes at batch 1
-    ctx = AnalysisContext(model.graph, AnalysisOptions(attention, allow_inexact))
-    for node in model.graph:
-        rule = rule_for(node)
-        if rule is not None:
-            ctx.current_node = node
-            rule.seed(node, ctx)
-    _walk(model.graph, ctx)
+        batch_one = _shapes_at_batch_one(model)
+        if batch_one is not None:
+            with concrete_shapes(model, batch_one):  # relate channel axes at batch 1
+                ctx = _walk_graph(model.graph, options)
+        else:
+            ctx = _walk_graph(model.graph, options)
+    else:
+        ctx = _walk_graph(model.graph, options)
     groups = _build_groups(ctx)
     logger.info(
         "analysis: %d channel axes, %d groups (%d prunable) in %.2fs",
@@ -67,6 +78,27 @@ def analyze(
         time.perf_counter() - start,
     )
     return groups
+
+
+def _shapes_at_batch_one(model: ir.Model) -> Shapes | None:
+    """Every value's shape at batch 1; computed Reshape targets become constants on the way.
+
+    In place: computed targets would read stale sizes after pruning.
+    """
+    constant_reshape_targets(model)
+    return substituted_shapes(model) or inferred_shapes(model, (1,))[1]
+
+
+def _walk_graph(graph: ir.Graph, options: AnalysisOptions) -> AnalysisContext:
+    """Seed every rule, then follow channel axes until no new one appears."""
+    ctx = AnalysisContext(graph, options)
+    for node in graph:
+        rule = rule_for(node)
+        if rule is not None:
+            ctx.current_node = node
+            rule.seed(node, ctx)
+    _walk(graph, ctx)
+    return ctx
 
 
 def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
@@ -99,14 +131,68 @@ def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
     ctx.current_node = None
 
 
-def _build_groups(ctx: AnalysisContext) -> GroupSet:
-    total = ctx.total_positions
+def _position_channels(ctx: AnalysisContext) -> np.ndarray:
+    """Channel id of every global position: connected components of the coupling graph.
+
+    Most couplings are identities between whole axes (elementwise ops, norms, weights): those
+    axes are merged first at axis level, so the position-level components only need the other
+    couplings (Concat offsets, Reshape strides, ...) between the merged axes' positions.
+    """
+    sizes = np.array([a.size for a in ctx.axes], dtype=np.int64)
+    bases = np.array([a.base for a in ctx.axes], dtype=np.int64)
+    pairs = ctx.identity_pairs()
+    num_axes = len(sizes)
+    axis_graph = coo_matrix(
+        (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(num_axes, num_axes)
+    )
+    _, axis_class = connected_components(axis_graph, directed=False)
+    # Identity couplings only join equal sizes, so a class's positions are those of any member.
+    class_size = np.zeros(int(axis_class.max()) + 1 if num_axes else 0, dtype=np.int64)
+    class_size[axis_class] = sizes
+    class_base = np.concatenate([[0], np.cumsum(class_size)[:-1]]).astype(np.int64)
+    axis_of_position = np.repeat(np.arange(num_axes, dtype=np.int64), sizes)
+    compact = class_base[axis_class][axis_of_position] + (
+        np.arange(ctx.total_positions, dtype=np.int64) - bases[axis_of_position]
+    )
+    compact_total = int(class_size.sum())
     source, target = ctx.edges()
     adjacency = coo_matrix(
-        (np.ones(len(source), dtype=np.int8), (source, target)), shape=(total, total)
+        (np.ones(len(source), dtype=np.int8), (compact[source], compact[target])),
+        shape=(compact_total, compact_total),
     )
-    _, position_channel = connected_components(adjacency, directed=False)
-    position_channel = position_channel.astype(np.int64)
+    _, compact_channel = connected_components(adjacency, directed=False)
+    return compact_channel.astype(np.int64)[compact]
+
+
+def _member_runs(
+    axes: list[ChannelAxis], position_group: np.ndarray
+) -> list[list[tuple[int, np.ndarray]]]:
+    """Per channel axis: (group id, the axis's positions in that group), one entry per member.
+
+    Most axes lie in a single group (whole-axis member); only Concat outputs, flattened and fused
+    axes are split, and only they are sorted.
+    """
+    if not axes:
+        return []
+    bases = np.fromiter((a.base for a in axes), dtype=np.int64, count=len(axes))
+    lowest = np.minimum.reduceat(position_group, bases).tolist()
+    highest = np.maximum.reduceat(position_group, bases).tolist()
+    runs: list[list[tuple[int, np.ndarray]]] = []
+    for channel_axis, low, high in zip(axes, lowest, highest, strict=True):
+        if low == high:
+            runs.append([(low, np.arange(channel_axis.size, dtype=np.int64))])
+            continue
+        local_groups = position_group[channel_axis.base : channel_axis.base + channel_axis.size]
+        order = np.argsort(local_groups, kind="stable")
+        cuts = np.flatnonzero(np.diff(local_groups[order])) + 1
+        first_groups = local_groups[order][np.r_[0, cuts]].tolist()
+        runs.append(list(zip(first_groups, np.split(order, cuts), strict=True)))
+    return runs
+
+
+def _build_groups(ctx: AnalysisContext) -> GroupSet:
+    total = ctx.total_positions
+    position_channel = _position_channels(ctx)
     num_channels = int(position_channel.max()) + 1 if total else 0
 
     # A group is the set of channels touching exactly the same channel axes (with the same number
@@ -136,35 +222,28 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
     members: list[list[GroupMember]] = [[] for _ in range(num_groups)]
     frozen: list[list[str]] = [[] for _ in range(num_groups)]
     inexact: list[list[str]] = [[] for _ in range(num_groups)]
-    # Positions sorted by (axis, group): each run is one member of one group.
     position_group = channel_group[position_channel]
-    run_keys = axis_of_position * max(num_groups, 1) + position_group
-    order = np.argsort(run_keys, kind="stable")
-    run_starts = np.flatnonzero(np.r_[True, np.diff(run_keys[order]) != 0])
-    run_ends = np.r_[run_starts[1:], len(order)]
-    for start, end in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
-        global_positions = order[start:end]
-        channel_axis = ctx.axes[int(axis_of_position[global_positions[0]])]
-        group_id = int(position_group[global_positions[0]])
-        members[group_id].append(
-            GroupMember(
-                channel_axis.value_name,
-                channel_axis.axis,
-                channel_axis.size,
-                channel_axis.is_parameter,
-                global_positions - channel_axis.base,
-                channel_rank[position_channel[global_positions]],
-                tuple(sorted(channel_axis.nodes)),
+    for channel_axis, runs in zip(ctx.axes, _member_runs(ctx.axes, position_group), strict=True):
+        for group_id, local_positions in runs:
+            members[group_id].append(
+                GroupMember(
+                    channel_axis.value_name,
+                    channel_axis.axis,
+                    channel_axis.size,
+                    channel_axis.is_parameter,
+                    local_positions,
+                    channel_rank[position_channel[channel_axis.base + local_positions]],
+                    tuple(sorted(channel_axis.nodes)),
+                )
             )
-        )
-        for reasons, collected in (
-            (channel_axis.frozen_reasons, frozen[group_id]),
-            (channel_axis.inexact_reasons, inexact[group_id]),
-        ):
-            for reason in reasons:
-                message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
-                if message not in collected:
-                    collected.append(message)
+            for reasons, collected in (
+                (channel_axis.frozen_reasons, frozen[group_id]),
+                (channel_axis.inexact_reasons, inexact[group_id]),
+            ):
+                for reason in reasons:
+                    message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
+                    if message not in collected:
+                        collected.append(message)
     groups = [
         PruningGroup(
             group_id,

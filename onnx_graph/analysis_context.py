@@ -10,9 +10,11 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from onnx_graph.index_map import Identity, IndexMap
+from onnx_graph.index_map import IndexMap
 
 logger = logging.getLogger(__name__)
+
+_UNSEEN: tuple[int | None, ...] = (-1,)  # marks a value whose shape was not looked up yet
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class AnalysisContext:
         self._axis_ids: dict[tuple[str, int], int] = {}
         self._edges_source: list[np.ndarray] = []
         self._edges_target: list[np.ndarray] = []
+        self._identity_pairs: list[tuple[int, int]] = []
+        self._static_shapes: dict[ir.Value, tuple[int | None, ...] | None] = {}
         self._pending: deque[int] = deque()
         self._total = 0
         self.current_node: ir.Node | None = None
@@ -124,7 +128,9 @@ class AnalysisContext:
                 self.freeze(a, axis_a, f"size {size_a} coupled to size {size_b} ({self._where()})")
                 self.freeze(b, axis_b, f"size {size_b} coupled to size {size_a} ({self._where()})")
                 return
-            mapping = Identity(size_a)
+            # Position i is position i: the axes merge as wholes (no per-position edges).
+            self._identity_pairs.append((self._axis_id(a, axis_a), self._axis_id(b, axis_b)))
+            return
         id_a, id_b = self._axis_id(a, axis_a), self._axis_id(b, axis_b)
         source, target = mapping.pairs()
         if len(source) and (source.max() >= size_a or target.max() >= size_b):
@@ -167,7 +173,12 @@ class AnalysisContext:
     def next_pending(self) -> ChannelAxis | None:
         return self.axes[self._pending.popleft()] if self._pending else None
 
+    def identity_pairs(self) -> np.ndarray:
+        """Pairs of axis indices coupled position by position (shape [n, 2])."""
+        return np.array(self._identity_pairs, dtype=np.int64).reshape(-1, 2)
+
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Position pairs of the couplings that are not identities (global position ids)."""
         if not self._edges_source:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
@@ -187,7 +198,10 @@ class AnalysisContext:
         return None if size is None or size <= 1 else self.axes[self._axis_id(value, axis)]
 
     def _axis_size(self, value: ir.Value, axis: int) -> int | None:
-        shape = static_shape(value)
+        # Shapes do not change during the analysis; couplings ask for the same values many times.
+        shape = self._static_shapes.get(value, _UNSEEN)
+        if shape is _UNSEEN:
+            shape = self._static_shapes[value] = static_shape(value)
         if shape is None or not 0 <= axis < len(shape):
             return None
         return shape[axis]

@@ -85,6 +85,7 @@ class GroupSet:
     channel_group: np.ndarray  # global channel id -> group id
     channel_rank: np.ndarray  # global channel id -> index of the channel inside its group
     groups: list[PruningGroup]
+    _channels_by_group: list[np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __iter__(self):
         return iter(self.groups)
@@ -105,16 +106,25 @@ class GroupSet:
         Args:
             removed_channels: Boolean mask over global channel ids.
         """
+        removed_positions = removed_channels[self.position_channel]
+        if not len(self.axes) or not removed_positions.any():
+            return {}
+        bases = np.fromiter((a.base for a in self.axes), dtype=np.int64, count=len(self.axes))
+        losing = np.flatnonzero(np.logical_or.reduceat(removed_positions, bases))
         kept: dict[tuple[str, int], np.ndarray] = {}
-        for channel_axis in self.axes:
-            span = slice(channel_axis.base, channel_axis.base + channel_axis.size)
-            removed = removed_channels[self.position_channel[span]]
-            if removed.any():
-                kept[(channel_axis.value_name, channel_axis.axis)] = np.flatnonzero(~removed)
+        for index in losing.tolist():
+            channel_axis = self.axes[index]
+            span = removed_positions[channel_axis.base : channel_axis.base + channel_axis.size]
+            kept[(channel_axis.value_name, channel_axis.axis)] = np.flatnonzero(~span)
         return kept
 
     def global_channels(self, group_id: int, channels: np.ndarray) -> np.ndarray:
         """Global channel ids of a group's channels given by their in-group index."""
-        ids = np.flatnonzero(self.channel_group == group_id)
-        order = np.argsort(self.channel_rank[ids])
-        return ids[order][np.asarray(channels, dtype=np.int64)]
+        if self._channels_by_group is None:
+            # One sort for all groups: channel ids ordered by (group, rank in group).
+            order = np.lexsort((self.channel_rank, self.channel_group))
+            starts = np.searchsorted(self.channel_group[order], np.arange(len(self.groups) + 1))
+            self._channels_by_group = [
+                order[starts[g] : starts[g + 1]] for g in range(len(self.groups))
+            ]
+        return self._channels_by_group[group_id][np.asarray(channels, dtype=np.int64)]

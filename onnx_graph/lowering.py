@@ -112,18 +112,47 @@ def _detach_initializers(model: ir.Model) -> ir.Model:
 
 
 def load(path: str | os.PathLike[str]) -> ir.Model:
-    """Load an ONNX file (external data is read lazily), with clear errors for bad files."""
+    """Load an ONNX file, with clear errors for bad files.
+
+    External data is read lazily (memory-mapped). Embedded weights become numpy arrays once, here:
+    left as protobuf tensors, every read would copy them out of the message again.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
     try:
-        return ir.load(path)
+        model = ir.load(path)
     except Exception as error:  # protobuf decode errors and friends
         raise ModelLoadError(
             f"{path}: not a readable ONNX model ({type(error).__name__})"
         ) from error
+    return materialize_embedded_weights(model)
+
+
+_MATERIALIZED_DTYPES = {
+    ir.DataType.FLOAT,
+    ir.DataType.FLOAT16,
+    ir.DataType.DOUBLE,
+    ir.DataType.INT64,
+    ir.DataType.INT32,
+    ir.DataType.INT8,
+    ir.DataType.UINT8,
+    ir.DataType.BOOL,
+}
+
+
+def materialize_embedded_weights(model: ir.Model) -> ir.Model:
+    """Turn the model's protobuf-backed initializers into numpy-backed tensors (in place).
+
+    Initializers in external files stay lazy; unusual element types stay as they are.
+    """
+    for name, value in model.graph.initializers.items():
+        tensor = value.const_value
+        if isinstance(tensor, ir.TensorProtoTensor) and tensor.dtype in _MATERIALIZED_DTYPES:
+            value.const_value = ir.Tensor(tensor.numpy(), name=name)
+    return model
 
 
 def save(

@@ -15,33 +15,56 @@ resolve are evaluated by running the model in onnxruntime, which costs a full fo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
+
+from onnx_graph.shape_subgraph import as_constant, symbolic_entries
+from onnx_graph.static_shapes import Shapes, inferred_shapes
 
 logger = logging.getLogger(__name__)
 
 
-def constant_reshape_targets(model: ir.Model) -> int:
+class ReshapeTargets(NamedTuple):
+    """What ``constant_reshape_targets`` did."""
+
+    replaced: int  # computed targets now constants
+    evaluated: int  # targets shape inference could not resolve (run in onnxruntime)
+
+
+def constant_reshape_targets(
+    model: ir.Model, shapes: Mapping[int, Shapes | None] | None = None
+) -> ReshapeTargets:
     """Replace computed Reshape targets by constants where at most one entry follows the batch.
 
-    Returns how many targets were replaced. Models whose inputs have no symbolic dimension, or
-    that onnxruntime cannot run, are left unchanged.
+    Args:
+        model: Changed in place.
+        shapes: Inferred shapes at batch 1 and 2 (``static_shapes.inferred_shapes``), when the
+            caller has them already.
+
+    Models whose inputs have no symbolic dimension, or that onnxruntime cannot run, are left
+    unchanged.
     """
-    reshapes = [
-        n
-        for n in model.graph
-        if n.op_type == "Reshape"
-        and len(n.inputs) > 1
-        and n.inputs[1] is not None
-        and n.inputs[1].const_value is None
-        and n.inputs[1].name
-    ]
+    computed = computed_reshapes(model)
+    if not computed:
+        return ReshapeTargets(0, 0)
+    # Targets that only move dims of known shapes around are read off the graph directly.
+    batch_symbols = _batch_symbols(model)
+    replacements: dict[ir.Node, np.ndarray] = {}
+    for node in computed:
+        entries = symbolic_entries(node.inputs[1])
+        constant = as_constant(entries, batch_symbols) if entries is not None else None
+        if constant is not None:
+            replacements[node] = constant
+    reshapes = [n for n in computed if n not in replacements]
     if not reshapes:
-        return 0
-    resolved = {batch: _inferred_outputs(model, reshapes, batch) for batch in (1, 2)}
+        return ReshapeTargets(_replace_targets(model, replacements), 0)
+    if shapes is None:
+        shapes = inferred_shapes(model, (1, 2))
+    resolved = {batch: _resolved_outputs(reshapes, shapes.get(batch)) for batch in (1, 2)}
     unresolved = sorted(
         {_target_name(n) for n in reshapes if any(n not in r for r in resolved.values())}
     )
@@ -51,7 +74,6 @@ def constant_reshape_targets(model: ir.Model) -> int:
             evaluated = {batch: _evaluate(model, unresolved, batch) for batch in (1, 2)}
         except Exception as error:  # onnxruntime raises its own error types
             logger.info("could not evaluate reshape targets (%s); they stay computed", error)
-    replaced = 0
     for node in reshapes:
         name = _target_name(node)
         first = resolved[1].get(node, evaluated[1].get(name))
@@ -63,12 +85,62 @@ def constant_reshape_targets(model: ir.Model) -> int:
             continue
         constant = first.astype(np.int64).copy()
         constant[follows_batch] = -1
+        replacements[node] = constant
+    return ReshapeTargets(_replace_targets(model, replacements), len(unresolved))
+
+
+def _replace_targets(model: ir.Model, replacements: dict[ir.Node, np.ndarray]) -> int:
+    """Give each Reshape its constant target and drop the shape subgraphs nothing reads now."""
+    old_targets = []
+    for node, constant in replacements.items():
+        name = _target_name(node)
+        old_targets.append(node.inputs[1])
         node.replace_input_with(1, _initializer(model.graph, f"{name}__constant", constant))
-        replaced += 1
-    if replaced:
-        common_passes.RemoveUnusedNodesPass()(model)
-        logger.info("replaced %d computed reshape targets by constants", replaced)
-    return replaced
+    for target in old_targets:
+        _remove_if_unused(model.graph, target)
+    if replacements:
+        logger.info("replaced %d computed reshape targets by constants", len(replacements))
+    return len(replacements)
+
+
+def _remove_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Remove the producer of ``value`` and, recursively, its inputs' producers once unused.
+
+    Only the backward cone of the old targets is visited: the Shape reads there would otherwise
+    still look like uses of channel axes.
+    """
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if current is None or current.uses() or current.is_graph_output():
+            continue
+        node = current.producer()
+        if node is None or any(out.uses() or out.is_graph_output() for out in node.outputs):
+            continue
+        inputs = list(node.inputs)
+        graph.remove(node, safe=True)
+        pending.extend(inputs)
+
+
+def _batch_symbols(model: ir.Model) -> set[str]:
+    return {
+        str(value.shape[0])
+        for value in model.graph.inputs
+        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int)
+    }
+
+
+def computed_reshapes(model: ir.Model) -> list[ir.Node]:
+    """Reshape nodes whose target is computed at run time (not an initializer)."""
+    return [
+        n
+        for n in model.graph
+        if n.op_type == "Reshape"
+        and len(n.inputs) > 1
+        and n.inputs[1] is not None
+        and n.inputs[1].const_value is None
+        and n.inputs[1].name
+    ]
 
 
 def _target_name(node: ir.Node) -> str:
@@ -77,15 +149,10 @@ def _target_name(node: ir.Node) -> str:
     return target.name
 
 
-def _inferred_outputs(model: ir.Model, reshapes: list[ir.Node], batch: int) -> dict[ir.Node, np.ndarray]:
-    """Output shapes of ``reshapes`` at ``batch`` that shape inference resolves completely."""
-    from onnx_graph.static_shapes import inferred_shapes
-
-    shapes = inferred_shapes(model, batch)
-    if shapes is None:
-        return {}
-    resolved = {}
-    for node in reshapes:
+def _resolved_outputs(reshapes: list[ir.Node], shapes: Shapes | None) -> dict[ir.Node, np.ndarray]:
+    """Output shapes of ``reshapes`` that shape inference resolved completely."""
+    resolved: dict[ir.Node, np.ndarray] = {}
+    for node in reshapes if shapes is not None else []:
         dims = shapes.get(node.outputs[0].name or "")
         if dims is not None and all(isinstance(d, int) and d > 0 for d in dims):
             resolved[node] = np.array(dims, dtype=np.int64)

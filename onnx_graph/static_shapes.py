@@ -2,20 +2,32 @@
 
 Dynamic-batch exports fold the head count into symbolic dimensions (``[T, 4*batch, D]``) or lose
 shapes behind ``Shape -> Slice -> Concat -> Reshape`` chains, where channel axes cannot be related.
-The analysis therefore runs on a clone whose graph inputs have batch 1 and whose shapes come from
-strict ONNX shape inference with data propagation. Batch axes then have size 1 (they never carry
-channels) and a merged ``batch * heads`` axis has exactly ``heads`` positions. The groups refer to
-values by name, so they apply unchanged to the dynamic model; surgery leaves symbolic dims alone.
+The analysis therefore sees shapes inferred with the graph inputs at batch 1, by strict ONNX shape
+inference with data propagation. Batch axes then have size 1 (they never carry channels) and a
+merged ``batch * heads`` axis has exactly ``heads`` positions. The groups refer to values by name,
+so they apply unchanged to the dynamic model; surgery leaves symbolic dims alone.
+
+Inference runs on a weight-free skeleton of the model (large initializers become typed inputs):
+serialising hundreds of MB of weights would cost far more than the inference itself.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import onnx
 import onnx_ir as ir
 
 logger = logging.getLogger(__name__)
+
+Shapes = dict[str, list[int | None]]
+
+# Floating-point initializers with more elements than this reach shape inference as typed graph
+# inputs, without their data: inference needs only their shapes. Integer constants (Reshape
+# targets, Slice bounds, Split sizes, Gather indices) stay values for data propagation.
+_SKELETON_MAX_ELEMENTS = 64
 
 
 def has_symbolic_dims(model: ir.Model) -> bool:
@@ -26,81 +38,84 @@ def has_symbolic_dims(model: ir.Model) -> bool:
     )
 
 
-def with_concrete_shapes(model: ir.Model, batch: int = 1) -> ir.Model | None:
-    """A clone of ``model`` with symbolic batch dims set to ``batch`` and every shape inferred.
+def inferred_shapes(model: ir.Model, batches: Iterable[int]) -> dict[int, Shapes | None]:
+    """Every value's shape inferred with the leading input dims set to each of ``batches``.
 
     Only the leading dimension of each input is fixed: another symbolic dimension (a channel count
-    computed at run time) stays unknown, and the axes it reaches stay frozen.
-
-    Returns None when inference fails (the caller analyses the symbolic shapes instead).
+    computed at run time) stays unknown. Existing value shapes are ignored (they may be symbolic
+    or stale). A batch whose inference fails maps to None.
     """
-    shapes = inferred_shapes(model, batch)
-    if shapes is None:
-        return None
-    clone = model.clone()
-    for value in _all_values(clone.graph):
-        dims = shapes.get(value.name or "")
-        if dims is not None and value.const_value is None:
-            value.shape = ir.Shape(dims)
-    return clone
+    skeleton = _skeleton_proto(model)
+    return {batch: _infer_at_batch(skeleton, batch) for batch in batches}
 
 
-# Initializers with more elements than this reach shape inference as typed graph inputs, without
-# their data: inference needs only their shapes, while small integer constants (Reshape targets,
-# Slice bounds, Split sizes) must stay values for data propagation.
-_SKELETON_MAX_ELEMENTS = 64
+def substituted_shapes(model: ir.Model, batch: int = 1) -> Shapes | None:
+    """Shapes at ``batch`` read off the graph itself, when no inference is needed.
 
-
-def _skeleton_proto(model: ir.Model) -> onnx.ModelProto:
-    """The model as a proto for shape inference: large initializers as inputs, no weight data.
-
-    Serialising the weights would cost more than the inference itself (hundreds of MB for a
-    ResNet-50 or ViT), and inference would parse them all again.
+    That is the case when every node output has a shape and each of its symbolic dims is the
+    leading dim of a graph input (a CNN exported with a dynamic batch: every dim is ``batch``).
+    Returns None otherwise (merged ``heads*batch`` dims, unknown dims): run ``inferred_shapes``.
     """
-    large = {
-        name: value
-        for name, value in model.graph.initializers.items()
-        if value.const_value is not None and value.const_value.size > _SKELETON_MAX_ELEMENTS
+    batch_symbols = {
+        str(value.shape[0])
+        for value in model.graph.inputs
+        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int)
     }
-    detached = {name: value.const_value for name, value in large.items()}
-    serde_logger = logging.getLogger("onnx_ir.serde")
-    previous_level = serde_logger.level
-    serde_logger.setLevel(logging.ERROR)  # "initializer has no constant value" is intended here
-    try:
-        for value in large.values():
-            value.const_value = None
-        proto = ir.to_proto(model)
-    finally:
-        serde_logger.setLevel(previous_level)
-        for name, value in large.items():
-            value.const_value = detached[name]
-    weight_infos = [info for info in proto.graph.value_info if info.name in large]
-    del proto.graph.value_info[:]
-    proto.graph.input.extend(weight_infos)
-    return proto
+    shapes: Shapes = {}
+    for value in _all_values(model.graph):
+        if value.shape is None:
+            return None
+        dims: list[int | None] = []
+        for dim in value.shape:
+            if isinstance(dim, int):
+                dims.append(dim)
+            elif dim.value is not None and str(dim) in batch_symbols:
+                dims.append(batch)
+            else:
+                return None
+        shapes[value.name or ""] = dims
+    return shapes
 
 
-def inferred_shapes(model: ir.Model, batch: int) -> dict[str, list[int | None]] | None:
-    """Every value's shape from strict shape inference with the leading input dims set to ``batch``.
+@contextmanager
+def concrete_shapes(model: ir.Model, shapes: Shapes) -> Iterator[ir.Model]:
+    """Give ``model``'s non-constant values the ``shapes`` for the duration of the block.
 
-    Existing value shapes are ignored (they may be symbolic or stale). Returns None when inference
-    fails.
+    The analysis reads value shapes; setting them in place and restoring them afterwards costs
+    far less than cloning a large graph.
     """
-    proto = _skeleton_proto(model)
+    saved: list[tuple[ir.Value, ir.Shape | None]] = []
+    try:
+        for value in _all_values(model.graph):
+            dims = shapes.get(value.name or "")
+            if dims is None or value.const_value is not None:
+                continue
+            if value.shape is None or not all(isinstance(d, int) for d in value.shape):
+                saved.append((value, value.shape))
+                value.shape = ir.Shape(dims)
+        yield model
+    finally:
+        for value, shape in saved:
+            value.shape = shape
+
+
+def _infer_at_batch(skeleton: onnx.ModelProto, batch: int) -> Shapes | None:
+    proto = onnx.ModelProto()
+    proto.CopyFrom(skeleton)
     for graph_input in proto.graph.input:
         tensor_type = graph_input.type.tensor_type
         for dim in tensor_type.shape.dim[:1]:
             if not dim.HasField("dim_value"):
                 dim.Clear()
                 dim.dim_value = batch
-    for graph_output in proto.graph.output:
-        graph_output.type.tensor_type.ClearField("shape")
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        # Not strict: an op inference cannot handle leaves its outputs unknown (their axes freeze)
+        # instead of failing the whole model; strict mode also costs a third more time.
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as error:  # onnx raises several unrelated types
-        logger.info("concrete shape inference failed, analysing symbolic shapes: %s", error)
+        logger.info("shape inference at batch %d failed: %s", batch, error)
         return None
-    shapes: dict[str, list[int | None]] = {}
+    shapes: Shapes = {}
     for info in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
         tensor_type = info.type.tensor_type
         if tensor_type.HasField("shape"):
@@ -108,6 +123,53 @@ def inferred_shapes(model: ir.Model, batch: int) -> dict[str, list[int | None]] 
                 d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
             ]
     return shapes
+
+
+def _skeleton_proto(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto for shape inference: large initializers as inputs, no weight data."""
+    large = {
+        name: value
+        for name, value in model.graph.initializers.items()
+        if value.const_value is not None
+        and value.const_value.size > _SKELETON_MAX_ELEMENTS
+        and value.const_value.dtype.is_floating_point()
+    }
+    detached = {name: value.const_value for name, value in large.items()}
+    # Inference recomputes every intermediate shape: serialising the old ones would only cost time.
+    intermediates = [
+        value
+        for node in model.graph
+        for value in node.outputs
+        if not value.is_graph_output() and (value.shape is not None or value.type is not None)
+    ]
+    typed = [(value, value.type, value.shape) for value in intermediates]
+    # Exporters attach stack traces and scopes to every node: inference needs none of it.
+    metadata = [(node, dict(node.metadata_props)) for node in model.graph if node.metadata_props]
+    serde_logger = logging.getLogger("onnx_ir.serde")
+    previous_level = serde_logger.level
+    serde_logger.setLevel(logging.ERROR)  # "initializer has no constant value" is intended here
+    try:
+        for value in large.values():
+            value.const_value = None
+        for value in intermediates:
+            value.type, value.shape = None, None
+        for node, _ in metadata:
+            node.metadata_props.clear()
+        proto = ir.to_proto(model)
+    finally:
+        serde_logger.setLevel(previous_level)
+        for name, value in large.items():
+            value.const_value = detached[name]
+        for value, value_type, shape in typed:
+            value.type, value.shape = value_type, shape
+        for node, props in metadata:
+            node.metadata_props.update(props)
+    weight_infos = [info for info in proto.graph.value_info if info.name in large]
+    del proto.graph.value_info[:]
+    proto.graph.input.extend(weight_infos)
+    for graph_output in proto.graph.output:
+        graph_output.type.tensor_type.ClearField("shape")
+    return proto
 
 
 def _all_values(graph: ir.Graph) -> list[ir.Value]:

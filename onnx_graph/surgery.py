@@ -20,18 +20,23 @@ from onnx_graph.validate import check_model
 logger = logging.getLogger(__name__)
 
 
-def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Model:
-    """Return a copy of ``model`` with the plan's channels removed (``model`` is not modified).
+def prune(
+    model: ir.Model, plan: PruningPlan, *, validate: bool = True, copy: bool = True
+) -> ir.Model:
+    """Return ``model`` with the plan's channels removed.
 
     Args:
         model: The model the plan's groups were computed on.
         plan: Channels to remove per group.
         validate: Run strict ONNX shape inference and the full checker on the result.
+        copy: Prune a copy and leave ``model`` unchanged (default). ``False`` prunes ``model``
+            itself, as Torch-Pruning prunes a module, and saves the graph clone (a few ms on a
+            CNN, tens of ms on a ViT); the plan cannot be applied to it again.
     """
     removed = plan.removed_mask()
     kept = plan.groups.kept_positions(removed)
     axis_sizes = {(a.value_name, a.axis): a.size for a in plan.groups.axes}
-    pruned = model.clone()
+    pruned = model.clone() if copy else model
     values = values_by_name(pruned.graph)
     original_sizes: dict[tuple[str, int], int] = {}
     axes_by_value: dict[str, list[tuple[int, np.ndarray]]] = {}
@@ -47,11 +52,8 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
             dims[axis] = len(positions) if isinstance(dims[axis], int) else None
         if value.const_value is not None:
             original = value.const_value
-            array = original.numpy()
-            # Cut the axis that drops the largest share first: later copies move less data.
-            for axis, positions in sorted(cuts, key=lambda cut: len(cut[1]) / array.shape[cut[0]]):
-                array = np.take(array, positions, axis=axis)
-            value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
+            array = _kept_slices(original.numpy(), cuts)
+            value.const_value = ir.Tensor(array, name=value.name)  # np.take made a new array
             if isinstance(original, ir.ExternalTensor):
                 original.release()  # unmap: a large model's weights are read one at a time
         value.shape = ir.Shape(dims)
@@ -64,6 +66,23 @@ def prune(model: ir.Model, plan: PruningPlan, *, validate: bool = True) -> ir.Mo
     if validate:
         check_model(pruned)
     return pruned
+
+
+def _kept_slices(array: np.ndarray, cuts: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """``array`` with only the kept positions along each cut axis (a new array)."""
+    if len(cuts) == 2 and abs(cuts[0][0] - cuts[1][0]) == 1:
+        # A weight cut on two neighbouring axes ([out, in, kh, kw]): one gather of whole inner
+        # blocks into the final array, instead of two copies (2-3x faster on conv weights).
+        (first, outer), (_, inner) = sorted(cuts, key=lambda cut: cut[0])
+        flat = (outer[:, None] * array.shape[first + 1] + inner[None, :]).reshape(-1)
+        shape = array.shape
+        merged = array.reshape(*shape[:first], shape[first] * shape[first + 1], *shape[first + 2 :])
+        taken = np.take(merged, flat, axis=first)
+        return taken.reshape(*shape[:first], len(outer), len(inner), *shape[first + 2 :])
+    # Cut the axis that drops the largest share first: later copies move less data.
+    for axis, positions in sorted(cuts, key=lambda cut: len(cut[1]) / array.shape[cut[0]]):
+        array = np.take(array, positions, axis=axis)
+    return array
 
 
 def zero_out(model: ir.Model, plan: PruningPlan) -> ir.Model:

@@ -84,7 +84,9 @@ class CRIC:
             taken = flagged.clone()
             taken[torch.as_tensor(chosen, dtype=torch.long)] = True
             extra = max(self.min_margin, math.ceil(self.margin * len(chosen)))
-            pool = np.concatenate([chosen, optimizer.select_by_score(scores, extra, excluded=taken)])
+            pool = np.concatenate(
+                [chosen, optimizer.select_by_score(scores, extra, excluded=taken)]
+            )
             for channel in pool.tolist():
                 if channel not in sensitivity:
                     sensitivity[channel] = self._joint_loss(layout, [channel]) - base
@@ -100,7 +102,9 @@ class CRIC:
             chosen = optimizer.select_by_score(scores, quota, excluded=flagged)
         rolled_back = False
         if set(chosen.tolist()) != set(initial.tolist()):
-            if self._joint_loss(layout, chosen.tolist()) > self._joint_loss(layout, initial.tolist()):
+            if self._joint_loss(layout, chosen.tolist()) > self._joint_loss(
+                layout, initial.tolist()
+            ):
                 chosen, rolled_back = initial, True
                 flagged[:] = False
         # Replace, don't accumulate: this period's findings protect the next selection only.
@@ -108,7 +112,9 @@ class CRIC:
         self.history.append(cycles)
         self.rolled_back.append(rolled_back)
         logger.info(
-            "CRIC: %d cycles, %d channels marked indispensable%s", len(cycles), int(flagged.sum()),
+            "CRIC: %d cycles, %d channels marked indispensable%s",
+            len(cycles),
+            int(flagged.sum()),
             ", correction rolled back" if rolled_back else "",
         )
         return chosen

@@ -53,7 +53,9 @@ def _adam_update(states: Any, group: dict[str, Any]) -> None:
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         corrected_first = state["exp_avg"] / (1 - beta1 ** state["step"])
         corrected_second = state["exp_avg_sq"] / (1 - beta2 ** state["step"])
-        parameter.addcdiv_(corrected_first, corrected_second.sqrt().add_(group["eps"]), value=-group["lr"])
+        parameter.addcdiv_(
+            corrected_first, corrected_second.sqrt().add_(group["eps"]), value=-group["lr"]
+        )
 
 
 VARIANT_UPDATES: dict[str, Callable[[Any, dict[str, Any]], None]] = {

@@ -153,10 +153,15 @@ class _ValueIndex:
         """(name, transposed) of the unique tensor equal to ``array`` or its transpose."""
         if array.size < 2 or np.all(array == array.reshape(-1)[0]):
             return None  # uniform arrays (zero biases) match anything: never guess
-        hits = [(n, False) for n, a in self._arrays.items() if a.shape == array.shape and np.array_equal(a, array)]
+        hits = [
+            (n, False)
+            for n, a in self._arrays.items()
+            if a.shape == array.shape and np.array_equal(a, array)
+        ]
         if array.ndim == 2:
             hits += [
-                (n, True) for n, a in self._arrays.items()
+                (n, True)
+                for n, a in self._arrays.items()
                 if a.ndim == 2 and a.shape == array.shape[::-1] and np.array_equal(a.T, array)
             ]
         return hits[0] if len(hits) == 1 else None
@@ -181,7 +186,10 @@ def _map_group(
         name, axis = target
         tensor, is_buffer = state[name]
         if tensor.dim() <= axis or tensor.shape[axis] != member.axis_size:
-            return None, f"{name} has shape {tuple(tensor.shape)}, ONNX axis {member.axis} has {member.axis_size}"
+            return (
+                None,
+                f"{name} has shape {tuple(tensor.shape)}, ONNX axis {member.axis} has {member.axis_size}",
+            )
         slices.append(ParameterSlice(name, axis, member.positions, member.channel_index, is_buffer))
         base = _COPY_SUFFIX.sub("", member.value_name)
         if base in fused_norms and axis == 0:
@@ -220,12 +228,16 @@ def _is_fused_bias(member: GroupMember, model: ir.Model, fused_norms: dict[str, 
     return False
 
 
-def _norm_slices(path: str, member: GroupMember, state: dict[str, tuple[Any, bool]]) -> list[ParameterSlice]:
+def _norm_slices(
+    path: str, member: GroupMember, state: dict[str, tuple[Any, bool]]
+) -> list[ParameterSlice]:
     slices = []
     for suffix in _BN_STATE:
         name = f"{path}.{suffix}" if path else suffix
         if name in state:
-            slices.append(ParameterSlice(name, 0, member.positions, member.channel_index, state[name][1]))
+            slices.append(
+                ParameterSlice(name, 0, member.positions, member.channel_index, state[name][1])
+            )
     return slices
 
 

@@ -29,7 +29,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
 
-    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled training batches."""
         order = torch.randperm(len(self.y_train), generator=generator)
         for start in range(0, len(order), batch_size):
@@ -59,12 +61,17 @@ def mnist1d() -> Dataset:
     data = make_dataset(get_dataset_args())
     as_x = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32).unsqueeze(1)  # noqa: E731
     as_y = lambda a: torch.tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
-    return Dataset("mnist1d", as_x(data["x"]), as_y(data["y"]), as_x(data["x_test"]), as_y(data["y_test"]))
+    return Dataset(
+        "mnist1d", as_x(data["x"]), as_y(data["y"]), as_x(data["x_test"]), as_y(data["y_test"])
+    )
 
 
-def _conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def _conv_bn(
+    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
     )
 
 
@@ -75,7 +82,9 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.first = _conv_bn(cin, cout, 3, stride)
         self.second = _conv_bn(cout, cout, 3)
-        self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+        self.shortcut = (
+            _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.second(F.relu(self.first(x))) + self.shortcut(x))
@@ -121,9 +130,15 @@ class Conv1DNet(nn.Module):
     def __init__(self, width: int = 32, length: int = 40, classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(1, width, 5, padding=2),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
         )
         self.head = nn.Linear(width * math.ceil(length / 4), classes)
 
@@ -157,7 +172,9 @@ def train(
 ) -> None:
     """Cross-entropy training with a cosine learning-rate schedule over ``epochs``."""
     steps = epochs * math.ceil(len(data.y_train) / batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     generator = torch.Generator().manual_seed(seed)
     step = 0
     for _ in range(epochs):

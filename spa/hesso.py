@@ -84,17 +84,27 @@ class HESSO(torch.optim.Optimizer):
         if variant not in VARIANTS:
             raise ValueError(f"unknown HESSO variant {variant!r}; choose from {VARIANTS}")
         if not 0.0 <= target_group_sparsity < 1.0:
-            raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity}")
+            raise ValueError(
+                f"target_group_sparsity must be in [0, 1), got {target_group_sparsity}"
+            )
         if saliency_normalization not in ("group", "global"):
-            raise ValueError(f"saliency_normalization must be 'group' or 'global', got {saliency_normalization!r}")
+            raise ValueError(
+                f"saliency_normalization must be 'group' or 'global', got {saliency_normalization!r}"
+            )
         if pruning_periods < 1 or pruning_steps < pruning_periods:
             raise ValueError(
                 f"need pruning_periods >= 1 and pruning_steps >= pruning_periods, got "
                 f"{pruning_periods} periods over {pruning_steps} steps"
             )
         defaults = dict(
-            variant=variant, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-            betas=betas, eps=eps, weight_decay=weight_decay,
+            variant=variant,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
         )
         super().__init__(params, defaults)
         self.layout = layout
@@ -107,7 +117,10 @@ class HESSO(torch.optim.Optimizer):
             min_keep_fraction = (1.0 - target_group_sparsity) / 2
         sizes = np.array([g.num_channels for g in layout.mapping.mapped], dtype=np.int64)
         self.group_min_keep = np.minimum(
-            sizes, np.maximum(max(1, int(min_keep)), np.ceil(min_keep_fraction * sizes - 1e-9).astype(np.int64))
+            sizes,
+            np.maximum(
+                max(1, int(min_keep)), np.ceil(min_keep_fraction * sizes - 1e-9).astype(np.int64)
+            ),
         )
         self.cric = cric
         self.num_steps = 0
@@ -196,7 +209,9 @@ class HESSO(torch.optim.Optimizer):
         """
         live = ~(self.pruned | self.redundant)
         allowed = live.clone() if excluded is None else live & ~excluded
-        left = np.bincount(self.layout.channel_group[live.numpy()], minlength=len(self.layout.mapping.mapped))
+        left = np.bincount(
+            self.layout.channel_group[live.numpy()], minlength=len(self.layout.mapping.mapped)
+        )
         order = np.argsort(scores.numpy(), kind="stable")
         chosen: list[int] = []
         for pass_mask in (allowed & ~self.protected, allowed & self.protected):
@@ -228,8 +243,10 @@ class HESSO(torch.optim.Optimizer):
         """The usual optimizer state plus HESSO's schedule: step count and channel sets."""
         state = super().state_dict()
         state["hesso"] = {
-            "num_steps": self.num_steps, "pruned": self.pruned.clone(),
-            "redundant": self.redundant.clone(), "protected": self.protected.clone(),
+            "num_steps": self.num_steps,
+            "pruned": self.pruned.clone(),
+            "redundant": self.redundant.clone(),
+            "protected": self.protected.clone(),
         }
         return state
 

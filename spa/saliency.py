@@ -148,7 +148,9 @@ def mixed_saliency(
     """
     unknown = sorted(set(weights) - set(_SALIENCY))
     if unknown:
-        raise ValueError(f"unknown saliency criteria {unknown}; choose from {registered_saliency()}")
+        raise ValueError(
+            f"unknown saliency criteria {unknown}; choose from {registered_saliency()}"
+        )
     total = torch.zeros_like(stats.squared_norm)
     mask = candidates if candidates is not None else torch.ones_like(total, dtype=torch.bool)
     for name, weight in weights.items():
@@ -159,7 +161,9 @@ def mixed_saliency(
     return total
 
 
-def _scales(magnitudes: torch.Tensor, mask: torch.Tensor, channel_group: np.ndarray | None) -> torch.Tensor:
+def _scales(
+    magnitudes: torch.Tensor, mask: torch.Tensor, channel_group: np.ndarray | None
+) -> torch.Tensor:
     """Per-channel divisor: the global max, or the group median, of the candidates' magnitudes."""
     if channel_group is None:
         scale = magnitudes[mask].max() if bool(mask.any()) else torch.tensor(0.0)
@@ -168,6 +172,8 @@ def _scales(magnitudes: torch.Tensor, mask: torch.Tensor, channel_group: np.ndar
     for group in np.unique(channel_group):
         members = torch.as_tensor(channel_group == group)
         live = magnitudes[members & mask]
-        median = torch.quantile(live, 0.5) if len(live) else torch.tensor(0.0, dtype=magnitudes.dtype)
+        median = (
+            torch.quantile(live, 0.5) if len(live) else torch.tensor(0.0, dtype=magnitudes.dtype)
+        )
         scales[members] = median if median > 0 else 1.0
     return scales

@@ -31,7 +31,9 @@ class SparseTraining:
         exclude: Globs of node, value or parameter names whose groups stay dense.
     """
 
-    def __init__(self, module: Any, example_inputs: tuple[Any, ...], *, exclude: Sequence[str] = ()) -> None:
+    def __init__(
+        self, module: Any, example_inputs: tuple[Any, ...], *, exclude: Sequence[str] = ()
+    ) -> None:
         self.module = module
         self.example_inputs = tuple(example_inputs)
         self.exclude = tuple(exclude)

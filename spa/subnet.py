@@ -39,7 +39,9 @@ class Subnet:
         return self.plan.num_removed
 
 
-def construct_subnet(module: Any, example_inputs: tuple[Any, ...], *, exclude: tuple[str, ...] = ()) -> Subnet:
+def construct_subnet(
+    module: Any, example_inputs: tuple[Any, ...], *, exclude: tuple[str, ...] = ()
+) -> Subnet:
     """Build the pruned ONNX model and the pruned copy of ``module`` from its zero channels.
 
     Args:
@@ -61,7 +63,9 @@ def zero_channel_plan(mapping: GroupMapping, module: Any) -> PruningPlan:
     plan = PruningPlan(mapping.groups)
     for mapped in mapping.mapped:
         group = mapping.groups[mapped.group_id]
-        zero = _onnx_zero_channels(mapping.model, group, fills) & _module_zero_channels(mapped, state)
+        zero = _onnx_zero_channels(mapping.model, group, fills) & _module_zero_channels(
+            mapped, state
+        )
         channels = np.flatnonzero(zero)
         if len(channels) >= group.num_channels:
             channels = channels[1:]  # an all-zero group keeps one (zero) channel: still exact
@@ -108,12 +112,16 @@ def prune_module(module: Any, mapping: GroupMapping, removed: dict[int, np.ndarr
         tensor = tensors[name]
         data = tensor.detach()
         for axis, indices in axes.items():
-            data = data.index_select(axis, torch.as_tensor(indices, dtype=torch.long, device=data.device))
+            data = data.index_select(
+                axis, torch.as_tensor(indices, dtype=torch.long, device=data.device)
+            )
         owner_path, _, leaf = name.rpartition(".")
         owner = owners[owner_path]
         touched.setdefault(owner_path, tuple(_own_shapes(owner)))
         if isinstance(tensor, torch.nn.Parameter):
-            setattr(owner, leaf, torch.nn.Parameter(data.clone(), requires_grad=tensor.requires_grad))
+            setattr(
+                owner, leaf, torch.nn.Parameter(data.clone(), requires_grad=tensor.requires_grad)
+            )
         else:
             owner._buffers[leaf] = data.clone()
     for path, old_weight_shape in touched.items():
@@ -121,7 +129,9 @@ def prune_module(module: Any, mapping: GroupMapping, removed: dict[int, np.ndarr
     return pruned
 
 
-def _kept_indices(mapping: GroupMapping, removed: dict[int, np.ndarray], module: Any) -> dict[str, dict[int, np.ndarray]]:
+def _kept_indices(
+    mapping: GroupMapping, removed: dict[int, np.ndarray], module: Any
+) -> dict[str, dict[int, np.ndarray]]:
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     dropped: dict[str, dict[int, set[int]]] = {}
     for mapped in mapping.mapped:
@@ -130,7 +140,9 @@ def _kept_indices(mapping: GroupMapping, removed: dict[int, np.ndarray], module:
             continue
         for item in mapped.slices:
             positions = item.positions[np.isin(item.channel_index, channels)]
-            dropped.setdefault(item.name, {}).setdefault(item.axis, set()).update(positions.tolist())
+            dropped.setdefault(item.name, {}).setdefault(item.axis, set()).update(
+                positions.tolist()
+            )
     kept: dict[str, dict[int, np.ndarray]] = {}
     for name, axes in dropped.items():
         size = tensors[name].shape
@@ -159,4 +171,3 @@ def _fix_attributes(owner: Any, old_weight_shape: tuple[int, ...]) -> None:
     elif isinstance(owner, torch.nn.modules.batchnorm._BatchNorm):
         reference = owner.weight if owner.weight is not None else owner.running_mean
         owner.num_features = int(reference.shape[0])
-

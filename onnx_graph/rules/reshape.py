@@ -78,6 +78,11 @@ def _coordinates(shape: tuple[int | None, ...], axes: list[int]) -> dict[int, np
     return coordinates
 
 
+def _only_sized(shape: tuple[int | None, ...], axes: list[int]) -> list[int]:
+    """The axes of a block with more than one position."""
+    return [a for a in axes if (shape[a] or 0) > 1]
+
+
 @register_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 class ReshapeRule(OpRule):
     def propagate(self, node: ir.Node, port: ir.Value, axis: int, ctx: AnalysisContext) -> None:
@@ -108,6 +113,10 @@ class ReshapeRule(OpRule):
                         node, port, axis, f"shape entry {target} is computed at run time"
                     )
                     return
+        if _only_sized(here_shape, here_axes) == [axis] and len(targets) == 1:
+            if _only_sized(other_shape, other_axes) == targets:  # [1, C] <-> [C]: same positions
+                ctx.couple(port, axis, other_value, targets[0])
+                return
         here = _coordinates(here_shape, here_axes)
         there = _coordinates(other_shape, other_axes)
         for target in targets:

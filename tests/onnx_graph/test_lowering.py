@@ -85,6 +85,36 @@ def test_load_round_trip_with_external_data(tmp_path: Path) -> None:
     np.testing.assert_allclose(run_onnx(loaded, x)[0], run_onnx(model, x)[0], rtol=1e-6)
 
 
+def test_load_turns_embedded_weights_into_arrays_once(tmp_path: Path) -> None:
+    import onnx_ir as ir
+
+    model = lower(_twin_module(), (torch.randn(1, 3, 8, 8),))
+    path = tmp_path / "twin.onnx"
+    save(model, path)
+    loaded = load(path)
+    reference = onnx.load(path)
+    expected = {t.name: onnx.numpy_helper.to_array(t) for t in reference.graph.initializer}
+    assert set(expected) == set(loaded.graph.initializers)
+    for name, value in loaded.graph.initializers.items():
+        assert not isinstance(value.const_value, ir.TensorProtoTensor), name
+        np.testing.assert_array_equal(value.const_value.numpy(), expected[name])
+
+
+def test_load_keeps_external_weights_lazy(tmp_path: Path) -> None:
+    import onnx_ir as ir
+
+    model = lower(_twin_module(), (torch.randn(1, 3, 8, 8),))
+    path = tmp_path / "twin.onnx"
+    save(model, path, external_data=True)
+    loaded = load(path)
+    external = [
+        v
+        for v in loaded.graph.initializers.values()
+        if isinstance(v.const_value, ir.ExternalTensor)
+    ]
+    assert external  # weights in the side file are not read at load time
+
+
 def test_load_reports_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no such file"):
         load(tmp_path / "absent.onnx")

@@ -125,9 +125,12 @@ def run_torch_pruning(name: str, size: int) -> dict[str, Any]:
     }
 
 
-def measure(name: str, size: int, timeout_s: int) -> dict[str, Any]:
+def measure(
+    name: str, size: int, timeout_s: int, torch_pruning: bool = True
+) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, "size": size}
-    for label, runner in (("ours", run_ours), ("tp", run_torch_pruning)):
+    runners = [("ours", run_ours), ("tp", run_torch_pruning)]
+    for label, runner in runners if torch_pruning else runners[:1]:
         signal.alarm(timeout_s)
         try:
             row.update(runner(name, size))
@@ -185,6 +188,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per model and tool")
     parser.add_argument("--out", type=Path, default=Path("zoo_coverage.jsonl"))
+    parser.add_argument(
+        "--ours-only", action="store_true", help="skip Torch-Pruning (a quick regression run)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _alarm)
@@ -208,7 +214,9 @@ def main() -> None:
             rows.append(done[name])
             continue
         print(f"== {name}", file=sys.stderr, flush=True)
-        row = measure(name, max(args.size, MIN_SIZE.get(name, 0)), args.timeout)
+        row = measure(
+            name, max(args.size, MIN_SIZE.get(name, 0)), args.timeout, not args.ours_only
+        )
         with args.out.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         rows.append(row)

@@ -71,7 +71,10 @@ def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
     """The value's shape with symbolic or unknown dimensions as None (None when rank unknown)."""
     if value is None or value.shape is None:
         return None
-    return tuple(d if isinstance(d, int) else None for d in value.shape)
+    dims = value.shape.dims
+    if all(type(d) is int for d in dims):  # the common case: no copy of each dim
+        return dims  # type: ignore[return-value]
+    return tuple(d if isinstance(d, int) else None for d in dims)
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:

@@ -152,7 +152,9 @@ def _target_name(node: ir.Node) -> str:
 def _resolved_outputs(reshapes: list[ir.Node], shapes: Shapes | None) -> dict[ir.Node, np.ndarray]:
     """Output shapes of ``reshapes`` that shape inference resolved completely."""
     resolved: dict[ir.Node, np.ndarray] = {}
-    for node in reshapes if shapes is not None else []:
+    if shapes is None:
+        return resolved
+    for node in reshapes:
         dims = shapes.get(node.outputs[0].name or "")
         if dims is not None and all(isinstance(d, int) and d > 0 for d in dims):
             resolved[node] = np.array(dims, dtype=np.int64)

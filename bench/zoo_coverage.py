@@ -34,7 +34,9 @@ from spa import plan_uniform  # noqa: E402
 
 TRANSFORMER_PREFIXES = ("vit_", "swin_", "maxvit_")
 # Models whose default resolution is larger than 224 or that need a minimum size.
-MIN_SIZE = {"inception_v3": 299}
+# Inputs these models accept: Inception's stem, MaxViT's windows and ViT's position embedding.
+MIN_SIZE = {"inception_v3": 299, "maxvit_t": 224, "vit_b_16": 224, "vit_b_32": 224}
+MIN_SIZE |= {"vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 224}
 
 
 class Timeout(Exception):

@@ -24,10 +24,10 @@ from onnx_graph.rules.base import rule_for
 from onnx_graph.shape_targets import constant_reshape_targets
 from onnx_graph.static_shapes import (
     Shapes,
+    SkeletonInference,
+    completed_shapes,
     concrete_shapes,
     has_symbolic_dims,
-    inferred_shapes,
-    substituted_shapes,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,13 @@ def _shapes_at_batch_one(model: ir.Model) -> Shapes | None:
     In place: computed targets would read stale sizes after pruning.
     """
     constant_reshape_targets(model)
-    return substituted_shapes(model) or inferred_shapes(model, (1,))[1]
+    from_graph = completed_shapes(model, {})
+    if from_graph is not None:
+        return from_graph  # every symbolic dim is the batch: no inference at all
+    inference = SkeletonInference(model)
+    quick = inference.at(1, data_propagation=False)
+    completed = completed_shapes(model, quick) if quick is not None else None
+    return completed if completed is not None else inference.at(1)
 
 
 def _walk_graph(graph: ir.Graph, options: AnalysisOptions) -> AnalysisContext:

@@ -38,6 +38,21 @@ def has_symbolic_dims(model: ir.Model) -> bool:
     )
 
 
+class SkeletonInference:
+    """Shape inference on one weight-free skeleton of a model, at any batch.
+
+    Data propagation (needed where shapes are computed at run time, e.g. Expand to the batch) costs
+    about three times plain inference, so callers try without it first.
+    """
+
+    def __init__(self, model: ir.Model) -> None:
+        self._skeleton = _skeleton_proto(model)
+
+    def at(self, batch: int, data_propagation: bool = True) -> Shapes | None:
+        """Every value's shape with the inputs' leading dims at ``batch`` (None on failure)."""
+        return _infer_at_batch(self._skeleton, batch, data_propagation)
+
+
 def inferred_shapes(model: ir.Model, batches: Iterable[int]) -> dict[int, Shapes | None]:
     """Every value's shape inferred with the leading input dims set to each of ``batches``.
 
@@ -45,16 +60,17 @@ def inferred_shapes(model: ir.Model, batches: Iterable[int]) -> dict[int, Shapes
     computed at run time) stays unknown. Existing value shapes are ignored (they may be symbolic
     or stale). A batch whose inference fails maps to None.
     """
-    skeleton = _skeleton_proto(model)
-    return {batch: _infer_at_batch(skeleton, batch) for batch in batches}
+    inference = SkeletonInference(model)
+    return {batch: inference.at(batch) for batch in batches}
 
 
-def substituted_shapes(model: ir.Model, batch: int = 1) -> Shapes | None:
-    """Shapes at ``batch`` read off the graph itself, when no inference is needed.
+def completed_shapes(model: ir.Model, inferred: Shapes, batch: int = 1) -> Shapes | None:
+    """Every value's shape at ``batch``: the inferred one, or else the graph's own with the batch.
 
-    That is the case when every node output has a shape and each of its symbolic dims is the
-    leading dim of a graph input (a CNN exported with a dynamic batch: every dim is ``batch``).
-    Returns None otherwise (merged ``heads*batch`` dims, unknown dims): run ``inferred_shapes``.
+    A graph shape serves when each of its symbolic dims is the leading dim of a graph input (a
+    CNN exported with a dynamic batch has only ``batch``). With ``inferred`` empty this reads
+    every shape off the graph without inference. Returns None when some value has neither
+    (merged ``heads*batch`` dims, unknown dims).
     """
     batch_symbols = {
         str(value.shape[0])
@@ -63,18 +79,29 @@ def substituted_shapes(model: ir.Model, batch: int = 1) -> Shapes | None:
     }
     shapes: Shapes = {}
     for value in _all_values(model.graph):
-        if value.shape is None:
-            return None
-        dims: list[int | None] = []
-        for dim in value.shape:
-            if isinstance(dim, int):
-                dims.append(dim)
-            elif dim.value is not None and str(dim) in batch_symbols:
-                dims.append(batch)
-            else:
+        found = inferred.get(value.name or "")
+        if found is None or None in found:
+            found = _with_batch(value.shape, batch_symbols, batch)
+            if found is None:
                 return None
-        shapes[value.name or ""] = dims
+        shapes[value.name or ""] = found
     return shapes
+
+
+def _with_batch(
+    shape: ir.Shape | None, batch_symbols: set[str], batch: int
+) -> list[int | None] | None:
+    if shape is None:
+        return None
+    dims: list[int | None] = []
+    for dim in shape:
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif dim.value is not None and str(dim) in batch_symbols:
+            dims.append(batch)
+        else:
+            return None
+    return dims
 
 
 @contextmanager
@@ -99,7 +126,7 @@ def concrete_shapes(model: ir.Model, shapes: Shapes) -> Iterator[ir.Model]:
             value.shape = shape
 
 
-def _infer_at_batch(skeleton: onnx.ModelProto, batch: int) -> Shapes | None:
+def _infer_at_batch(skeleton: onnx.ModelProto, batch: int, data_propagation: bool) -> Shapes | None:
     proto = onnx.ModelProto()
     proto.CopyFrom(skeleton)
     for graph_input in proto.graph.input:
@@ -111,7 +138,9 @@ def _infer_at_batch(skeleton: onnx.ModelProto, batch: int) -> Shapes | None:
     try:
         # Not strict: an op inference cannot handle leaves its outputs unknown (their axes freeze)
         # instead of failing the whole model; strict mode also costs a third more time.
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            proto, strict_mode=False, data_prop=data_propagation
+        )
     except Exception as error:  # onnx raises several unrelated types
         logger.info("shape inference at batch %d failed: %s", batch, error)
         return None

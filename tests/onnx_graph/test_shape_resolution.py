@@ -163,3 +163,33 @@ def test_structural_targets_need_no_inference_and_leave_no_shape_reads(
     from onnx_graph.testing import run_onnx
 
     np.testing.assert_array_equal(run_onnx(model, x)[0], x.reshape(5, 3, 8))
+
+
+_EXPAND_TO_BATCH = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[batch, 4] x, float[1, 4] token) => (float[batch, 4] y) <float[batch, 4] e> {
+  s = Shape(x)
+  zero = Constant<value = int64[1] {0}>()
+  one = Constant<value = int64[1] {1}>()
+  b = Slice(s, zero, one)
+  four = Constant<value = int64[1] {4}>()
+  t = Concat<axis = 0>(b, four)
+  e = Expand(token, t)
+  y = Add(x, e)
+}
+"""
+
+
+def test_plain_inference_is_completed_by_the_graphs_batch_shapes() -> None:
+    from onnx_graph.static_shapes import SkeletonInference, completed_shapes
+
+    model = ir.from_proto(onnx.parser.parse_model(_EXPAND_TO_BATCH))
+    prepare(model)
+    inference = SkeletonInference(model)
+    plain = inference.at(1, data_propagation=False)
+    assert plain is not None and plain["e"] == [None, 4]  # Expand to Shape(x)[0]: unknown
+    assert inference.at(1)["e"] == [1, 4]  # data propagation resolves it, at a price
+    completed = completed_shapes(model, plain)
+    assert completed is not None and completed["e"] == [1, 4] and completed["y"] == [1, 4]
+    # Read off the graph alone (no inference): every symbolic dim is the input batch.
+    assert completed_shapes(model, {}, batch=3)["e"] == [3, 4]

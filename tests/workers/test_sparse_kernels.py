@@ -147,6 +147,15 @@ def test_sparse_conv2d_matches_torch(kernel, stride, pads, dilation) -> None:
     np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def _torch_depthwise(x, w, bias, stride, pads, clip):
+    torch = pytest.importorskip("torch")
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
+    ref = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(bias), stride=stride, groups=x.shape[1]
+    )
+    return ref.clamp(*clip).numpy()
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(
     "channels,size,kernel,stride,pads",
@@ -154,7 +163,6 @@ def test_sparse_conv2d_matches_torch(kernel, stride, pads, dilation) -> None:
      (4, (12, 40), 3, 2, (1, 1, 1, 1)), (6, (10, 6), 3, 1, (0, 0, 0, 0)), (2, (33, 70), 3, 1, (1, 1, 1, 1))],
 )  # fmt: skip
 def test_depthwise_matches_torch(isa: str, channels, size, kernel, stride, pads) -> None:
-    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(13)
     x = rng.standard_normal((2, channels, *size)).astype(np.float32)
     w = rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)
@@ -170,11 +178,8 @@ def test_depthwise_matches_torch(isa: str, channels, size, kernel, stride, pads)
         threads=2,
         isa=isa,  # type: ignore[arg-type]
     )
-    padded = torch.nn.functional.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
-    ref = torch.nn.functional.conv2d(
-        padded, torch.from_numpy(w), torch.from_numpy(bias), stride=stride, groups=channels
-    ).clamp(0, 6)
-    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
+    expected = _torch_depthwise(x, w, bias, stride, pads, (0.0, 6.0))
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_fused_residual_and_workspace_reuse() -> None:
@@ -189,3 +194,39 @@ def test_fused_residual_and_workspace_reuse() -> None:
     second = kernels.sparse_conv2d(2 * x, pack(w, "4x1"), (1, 1), workspace=workspace)
     assert np.shares_memory(first, second)  # the workspace array is reused, not reallocated
     np.testing.assert_allclose(second, 2 * np.einsum("oc,bchw->bohw", w, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("pads", [(1, 1, 1, 1), (0, 0, 0, 0), (0, 1, 1, 0), (1, 0, 0, 1)])
+@pytest.mark.parametrize("width", [1, 3, 7, 8, 9, 14, 16, 17, 28, 31, 33, 56, 113])
+def test_depthwise_3x3_fast_path_widths_strides_pads(isa: str, stride: int, pads, width) -> None:
+    """The 3x3 fast path: rows narrower than a vector, remainder groups, odd left padding."""
+    rng = np.random.default_rng(width * 10 + stride)
+    height = 5 + width % 4
+    if width + pads[1] + pads[3] < 3:
+        pytest.skip("narrower than the filter")
+    x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    clip = (-1.0, 2.0)
+    y = kernels.depthwise_conv2d(
+        x, w, (stride, stride), pads, (1, 1), bias, clip, threads=2, isa=isa,  # type: ignore[arg-type]
+    )  # fmt: skip
+    expected = _torch_depthwise(x, w, bias, stride, pads, clip)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_3x3_reuses_scratch_across_planes_and_calls() -> None:
+    """Planes of one call share a scratch: its padding must stay zero between planes."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 16, 11, 10)) + 5).astype(np.float32)  # large borders would leak
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    bias = np.zeros(16, dtype=np.float32)
+    workspace = kernels.Workspace()
+    for stride in (1, 2, 1):
+        y = kernels.depthwise_conv2d(x, w, (stride, stride), (1, 1, 1, 1), (1, 1), bias,
+                                     None, threads=1, workspace=workspace)  # fmt: skip
+        expected = _torch_depthwise(x, w, bias, stride, (1, 1, 1, 1), (-np.inf, np.inf))
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)

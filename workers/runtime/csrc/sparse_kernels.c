@@ -35,13 +35,36 @@ typedef struct {
     float lo, hi;
 } depthwise_args;
 
+/* 3x3 depthwise filters with dilation 1 and equal strides 1 or 2 run the fast path. */
+static int depthwise_fast_3x3(const depthwise_args *a) {
+    return a->kh == 3 && a->kw == 3 && a->dh == 1 && a->dw == 1 && a->sh == a->sw &&
+           (a->sh == 1 || a->sh == 2);
+}
+
+/* Floats per padded scratch row: the padded width for the general path; for the fast path
+ * room for a vector's over-read past the row, and stride 2 keeps even then odd columns. */
+static int depthwise_row_floats(const depthwise_args *a) {
+    const int pw = a->w + a->pl + a->pr;
+    if (!depthwise_fast_3x3(a)) return pw;
+    return a->sh == 1 ? pw + 32 : 2 * ((pw + 1) / 2 + 16);
+}
+
+/* One thread's zeroed scratch: the padded plane, a staging row (stride 2) and spare floats. */
+static size_t depthwise_scratch_floats(const depthwise_args *a) {
+    const int pw = a->w + a->pl + a->pr;
+    return (size_t)(a->h + a->pt + a->pb) * depthwise_row_floats(a) + pw + 64;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_AVX2_BUILD 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define ISA(name) name##_avx2
 #define VEC_FLOATS 8
+#include "vec_impl.h"
 #include "spmm_impl.h"
+#include "depthwise_impl.h"
+#include "vec_end.h"
 #undef VEC_FLOATS
 #undef ISA
 #pragma GCC pop_options
@@ -49,7 +72,10 @@ typedef struct {
 
 #define ISA(name) name##_portable
 #define VEC_FLOATS 4
+#include "vec_impl.h"
 #include "spmm_impl.h"
+#include "depthwise_impl.h"
+#include "vec_end.h"
 #undef VEC_FLOATS
 #undef ISA
 
@@ -267,7 +293,7 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     int chosen = pick_isa(isa);
     planes_fn fn = depthwise_for(chosen);
     if (threads < 1) threads = 1;
-    size_t scratch_floats = (size_t)(a.h + a.pt + a.pb) * (a.w + a.pl + a.pr) + 16;
+    size_t scratch_floats = depthwise_scratch_floats(&a);
     float *scratch = calloc(scratch_floats * threads, sizeof(float));
     if (!scratch) {
         PyErr_NoMemory();

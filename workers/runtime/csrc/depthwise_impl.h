@@ -1,0 +1,255 @@
+/* Depthwise convolution (NCHW, one filter per channel), included once per instruction set after
+ * vec_impl.h. depthwise_planes runs images*channels planes [p0, p1) on one thread's zeroed
+ * scratch (depthwise_scratch_floats in sparse_kernels.c). 3x3 filters with stride 1 or 2 take a
+ * fast path; other filters the general one below it.
+ */
+
+#if VEC_FLOATS == 8
+#define EVEN_LANES ((V8I){0, 2, 4, 6, 8, 10, 12, 14})
+#define ODD_LANES ((V8I){1, 3, 5, 7, 9, 11, 13, 15})
+#else
+#define EVEN_LANES ((V8I){0, 2, 4, 6})
+#define ODD_LANES ((V8I){1, 3, 5, 7})
+#endif
+
+/* ---- 3x3, dilation 1, stride 1 or 2 ---------------------------------------------------------
+ * Each plane is copied into zero-padded scratch rows of depthwise_row_floats floats. Stride 2
+ * stores a padded row as its even columns, then (at half the row) its odd columns, so the three
+ * taps of a row are plain vector loads (even[j], odd[j], even[j + 1]) instead of shuffles. The
+ * nine taps stay in registers; DW3_NV output vectors per row give independent FMA chains. */
+#define DW3_NV 4
+
+static void ISA(dw3x3_fill)(const depthwise_args *a, const float *src, float *pad, int rs,
+                            float *tmp) {
+    const int half = rs / 2, evens = (a->w + a->pl + a->pr + 1) / 2;
+    for (int r = 0; r < a->h; ++r) {
+        float *row = pad + (size_t)(r + a->pt) * rs;
+        const float *s = src + (size_t)r * a->w;
+        if (a->sh == 1) {
+            memcpy(row + a->pl, s, sizeof(float) * a->w);
+            continue;
+        }
+        memcpy(tmp + a->pl, s, sizeof(float) * a->w); /* tmp's padding stays zero */
+        for (int t = 0; t < evens; t += VEC_FLOATS) {
+            V8F first = *(const V8FU *)(tmp + 2 * t), second = *(const V8FU *)(tmp + 2 * t + VEC_FLOATS);
+            *(V8FU *)(row + t) = __builtin_shuffle(first, second, EVEN_LANES);
+            *(V8FU *)(row + half + t) = __builtin_shuffle(first, second, ODD_LANES);
+        }
+    }
+}
+
+/* Tap (row, kj) for outputs [pos, pos + VEC_FLOATS) of a stride-S row; constant-folds. */
+static inline __attribute__((always_inline)) V8F ISA(dw3_load)(const float *row, int half, int S,
+                                                                 int kj, int pos) {
+    if (S == 1) return *(const V8FU *)(row + pos + kj);
+    if (kj == 1) return *(const V8FU *)(row + half + pos);
+    return *(const V8FU *)(row + pos + kj / 2);
+}
+
+#define DW3_TAPS(acc, pos)                                                                       \
+    do {                                                                                         \
+        acc += t0 * ISA(dw3_load)(r0, half, S, 0, pos);                                          \
+        acc += t1 * ISA(dw3_load)(r0, half, S, 1, pos);                                          \
+        acc += t2 * ISA(dw3_load)(r0, half, S, 2, pos);                                          \
+        acc += t3 * ISA(dw3_load)(r1, half, S, 0, pos);                                          \
+        acc += t4 * ISA(dw3_load)(r1, half, S, 1, pos);                                          \
+        acc += t5 * ISA(dw3_load)(r1, half, S, 2, pos);                                          \
+        acc += t6 * ISA(dw3_load)(r2, half, S, 0, pos);                                          \
+        acc += t7 * ISA(dw3_load)(r2, half, S, 1, pos);                                          \
+        acc += t8 * ISA(dw3_load)(r2, half, S, 2, pos);                                          \
+    } while (0)
+
+/* NVG vectors from ``start``; starts past ow - VEC_FLOATS are clamped there (a repeated vector
+ * writes the same values twice), so a short remainder keeps its independent chains. */
+#define DW3_GROUP(NVG, start)                                                                    \
+    do {                                                                                         \
+        int pos[NVG];                                                                            \
+        V8F acc[NVG];                                                                            \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVG; ++v) {                                 \
+            int at = (start) + v * VEC_FLOATS;                                                   \
+            pos[v] = at + VEC_FLOATS <= ow ? at : ow - VEC_FLOATS;                               \
+            acc[v] = bias;                                                                       \
+        }                                                                                        \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVG; ++v) DW3_TAPS(acc[v], pos[v]);         \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVG; ++v)                                   \
+            *(V8FU *)(d + pos[v]) = ISA(clip8)(acc[v], lo, hi);                                  \
+    } while (0)
+
+#define DEFINE_DW3(S_)                                                                           \
+    static void ISA(dw3x3_rows_s##S_)(const float *pad, int rs, const float *k, float b,         \
+                                       float lo, float hi, int oh, int ow, float *dst) {         \
+        enum { S = S_ };                                                                         \
+        const int half = rs / 2;                                                                 \
+        const V8F t0 = SPLAT(k[0]), t1 = SPLAT(k[1]), t2 = SPLAT(k[2]), t3 = SPLAT(k[3]);        \
+        const V8F t4 = SPLAT(k[4]), t5 = SPLAT(k[5]), t6 = SPLAT(k[6]), t7 = SPLAT(k[7]);        \
+        const V8F t8 = SPLAT(k[8]), bias = SPLAT(b);                                             \
+        for (int i = 0; i < oh; ++i) {                                                           \
+            const float *r0 = pad + (size_t)(i * S) * rs, *r1 = r0 + rs, *r2 = r1 + rs;          \
+            float *d = dst + (size_t)i * ow;                                                     \
+            if (ow < VEC_FLOATS) { /* lanes past ow read scratch padding and are dropped */     \
+                V8F acc = bias;                                                                  \
+                DW3_TAPS(acc, 0);                                                                \
+                float lanes[VEC_FLOATS];                                                         \
+                *(V8FU *)lanes = ISA(clip8)(acc, lo, hi);                                        \
+                memcpy(d, lanes, sizeof(float) * ow);                                            \
+                continue;                                                                        \
+            }                                                                                    \
+            int start = 0;                                                                       \
+            for (; start + DW3_NV * VEC_FLOATS <= ow; start += DW3_NV * VEC_FLOATS)              \
+                DW3_GROUP(DW3_NV, start);                                                        \
+            if (ow - start > 2 * VEC_FLOATS) DW3_GROUP(DW3_NV, start);                           \
+            else if (ow > start) DW3_GROUP(2, start);                                            \
+        }                                                                                        \
+    }
+
+DEFINE_DW3(1)
+DEFINE_DW3(2)
+
+static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *scratch) {
+    const int rs = depthwise_row_floats(a);
+    float *tmp = scratch + (size_t)(a->h + a->pt + a->pb) * rs;
+    for (int p = p0; p < p1; ++p) {
+        const int ch = p % a->c;
+        const float *k = a->weight + (size_t)ch * 9;
+        const float b = a->bias ? a->bias[ch] : 0.0f;
+        float *dst = a->y + (size_t)p * a->oh * a->ow;
+        ISA(dw3x3_fill)(a, a->x + (size_t)p * a->h * a->w, scratch, rs, tmp);
+        if (a->sh == 1) ISA(dw3x3_rows_s1)(scratch, rs, k, b, a->lo, a->hi, a->oh, a->ow, dst);
+        else ISA(dw3x3_rows_s2)(scratch, rs, k, b, a->lo, a->hi, a->oh, a->ow, dst);
+    }
+}
+
+#undef DEFINE_DW3
+#undef DW3_GROUP
+#undef DW3_TAPS
+#undef DW3_NV
+
+/* ---- Any other filter ------------------------------------------------------------------------
+ * Each plane is copied into a zero-padded buffer so the taps need no bounds checks; for strides
+ * 1 and 2 a vector of outputs accumulates every tap in a register (stride 2 loads two vectors and
+ * keeps the even lanes). The scratch holds 2 * VEC_FLOATS spare floats for that over-read. */
+static inline V8F ISA(load_stride)(const float *p, int stride) {
+    if (stride == 1) return *(const V8FU *)p;
+    return __builtin_shuffle(*(const V8FU *)p, *(const V8FU *)(p + VEC_FLOATS), EVEN_LANES);
+}
+
+/* Narrow rows and strides other than 1 and 2: taps outer, outputs inner, so the outputs are
+ * independent accumulations rather than one serial chain of FMAs. */
+static void ISA(depthwise_row_scalar)(const depthwise_args *a, const float *padded, int pw,
+                                      const float *k, float b, int i, float *d) {
+    for (int j = 0; j < a->ow; ++j) d[j] = b;
+    for (int ki = 0; ki < a->kh; ++ki) {
+        const float *row = padded + (size_t)(i * a->sh + ki * a->dh) * pw;
+        for (int kj = 0; kj < a->kw; ++kj) {
+            const float wv = k[ki * a->kw + kj], *r = row + kj * a->dw;
+            for (int j = 0; j < a->ow; ++j) d[j] += wv * r[(size_t)j * a->sw];
+        }
+    }
+    for (int j = 0; j < a->ow; ++j) d[j] = ISA(clip1)(d[j], a->lo, a->hi);
+}
+
+/* Rows of 4 to VEC_FLOATS - 1 outputs (7x7 maps under AVX2): two overlapping 4-wide vectors,
+ * at 0 and at ow - 4, accumulated together as two independent chains. */
+typedef float ISA(v4f) __attribute__((vector_size(16)));
+typedef float ISA(v4f_unaligned) __attribute__((vector_size(16), aligned(4)));
+typedef int ISA(v4i) __attribute__((vector_size(16)));
+
+static inline ISA(v4f) ISA(load4_stride)(const float *p, int stride) {
+    typedef ISA(v4f_unaligned) v4u;
+    if (stride == 1) return *(const v4u *)p;
+    return __builtin_shuffle(*(const v4u *)p, *(const v4u *)(p + 4), (ISA(v4i)){0, 2, 4, 6});
+}
+
+static void ISA(depthwise_row_narrow)(const depthwise_args *a, const float *padded, int pw,
+                                      const float *k, float b, int i, float *d) {
+    typedef ISA(v4f) v4;
+    const int sw = a->sw, j1 = a->ow - 4;
+    v4 acc0 = {b, b, b, b}, acc1 = acc0;
+    for (int ki = 0; ki < a->kh; ++ki) {
+        const float *row = padded + (size_t)(i * a->sh + ki * a->dh) * pw;
+        for (int kj = 0; kj < a->kw; ++kj) {
+            const float wv = k[ki * a->kw + kj];
+            const v4 w = {wv, wv, wv, wv};
+            acc0 += w * ISA(load4_stride)(row + kj * a->dw, sw);
+            acc1 += w * ISA(load4_stride)(row + kj * a->dw + (size_t)j1 * sw, sw);
+        }
+    }
+    for (int j = 0; j < 4; ++j) {
+        d[j] = ISA(clip1)(acc0[j], a->lo, a->hi);
+        d[j1 + j] = ISA(clip1)(acc1[j], a->lo, a->hi);
+    }
+}
+
+/* DW_NV output vectors at once: independent FMA chains hide the FMA latency. Geometry is copied
+ * to locals: stores to the output could alias the struct's float fields otherwise. */
+#define DW_NV 4
+static void ISA(depthwise_row)(const depthwise_args *a, const float *padded, int pw,
+                               const V8F *taps, const float *k, float b, int i, float *d) {
+    const int sw = a->sw, ow = a->ow, kh = a->kh, kw = a->kw, dh = a->dh, dw = a->dw;
+    const float lo = a->lo, hi = a->hi;
+    if ((sw == 1 || sw == 2) && ow >= 4 && ow < VEC_FLOATS) {
+        ISA(depthwise_row_narrow)(a, padded, pw, k, b, i, d);
+        return;
+    }
+    if ((sw != 1 && sw != 2) || ow < VEC_FLOATS) {
+        ISA(depthwise_row_scalar)(a, padded, pw, k, b, i, d);
+        return;
+    }
+    const float *top = padded + (size_t)(i * a->sh) * pw;
+    /* Vector starts clamped to ow - VEC_FLOATS: the last group may repeat a vector (same values
+     * written twice) but every group keeps DW_NV independent FMA chains. */
+    for (int start = 0; start < ow; start += DW_NV * VEC_FLOATS) {
+        int pos[DW_NV];
+        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v) {
+            int at = start + v * VEC_FLOATS;
+            pos[v] = at + VEC_FLOATS <= ow ? at : ow - VEC_FLOATS;
+        }
+        V8F acc[DW_NV];
+        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v) acc[v] = SPLAT(b);
+        for (int ki = 0; ki < kh; ++ki) {
+            const float *row = top + (size_t)(ki * dh) * pw;
+            for (int kj = 0; kj < kw; ++kj) {
+                const V8F w = taps[ki * kw + kj];
+                const float *p = row + kj * dw;
+                if (sw == 1) {
+                    _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
+                        acc[v] += w * *(const V8FU *)(p + pos[v]);
+                } else {
+                    _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
+                        acc[v] += w * ISA(load_stride)(p + 2 * pos[v], 2);
+                }
+            }
+        }
+        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
+            *(V8FU *)(d + pos[v]) = ISA(clip8)(acc[v], lo, hi);
+    }
+}
+#undef DW_NV
+
+/* General filters: ``padded`` is this thread's zeroed scratch, rows of w + pl + pr floats. */
+static void ISA(depthwise_planes_general)(const depthwise_args *a, int p0, int p1, float *padded) {
+    const int pw = a->w + a->pl + a->pr;
+    const int ntaps = a->kh * a->kw;
+    V8F taps[DEPTHWISE_MAX_TAPS];
+    for (int p = p0; p < p1; ++p) {
+        int ch = p % a->c;
+        const float *src = a->x + (size_t)p * a->h * a->w;
+        float *dst = a->y + (size_t)p * a->oh * a->ow;
+        const float *k = a->weight + (size_t)ch * ntaps;
+        float b = a->bias ? a->bias[ch] : 0.0f;
+        for (int t = 0; t < ntaps; ++t) taps[t] = SPLAT(k[t]);
+        for (int r = 0; r < a->h; ++r)
+            memcpy(padded + (size_t)(r + a->pt) * pw + a->pl, src + (size_t)r * a->w,
+                   sizeof(float) * a->w);
+        for (int i = 0; i < a->oh; ++i)
+            ISA(depthwise_row)(a, padded, pw, taps, k, b, i, dst + (size_t)i * a->ow);
+    }
+}
+
+static void ISA(depthwise_planes)(const depthwise_args *a, int p0, int p1, float *scratch) {
+    if (depthwise_fast_3x3(a)) ISA(dw3x3_planes)(a, p0, p1, scratch);
+    else ISA(depthwise_planes_general)(a, p0, p1, scratch);
+}
+
+#undef EVEN_LANES
+#undef ODD_LANES

@@ -28,10 +28,11 @@ def test_cnn_matches_onnxruntime(fmt: str, threads: int) -> None:
     model = small_cnn(0.85, pattern)
     x = np.random.default_rng(1).standard_normal((2, 3, 15, 13)).astype(np.float32)
     executor = SparseExecutor(model, threads=threads, fmt=fmt)
-    # stem, expand (+Clip), project, down, fc; the depthwise conv stays dense.
+    # stem, expand (+Clip) fused with the depthwise conv, project, down, fc.
     assert [layer.node_name for layer in executor.sparse_layers] == [
-        "stem", "expand", "project", "down", "fc",
+        "stem", "expand+dw", "project", "down", "fc",
     ]  # fmt: skip
+    assert executor.sparse_layers[1].op_type == "Conv+DepthwiseConv"
     assert executor.sparse_layers[1].clip == (0.0, 6.0)
     assert executor.sparse_layers[0].clip == (0.0, float("inf"))
     assert executor.sparse_layers[2].residual_name == "d"  # project + residual Add fused
@@ -41,7 +42,7 @@ def test_cnn_matches_onnxruntime(fmt: str, threads: int) -> None:
 def test_auto_format_picks_the_block_pattern() -> None:
     executor = SparseExecutor(small_cnn(0.9, "4x1"), fmt="auto")
     formats = {layer.node_name: layer.weights.format for layer in executor.sparse_layers}
-    assert formats["expand"] == "4x1" and formats["stem"] == "csr"
+    assert formats["expand+dw"] == "4x1" and formats["stem"] == "csr"
 
 
 @pytest.mark.parametrize("fmt", ["csr", "4x1"])

@@ -230,3 +230,32 @@ def test_depthwise_3x3_reuses_scratch_across_planes_and_calls() -> None:
                                      None, threads=1, workspace=workspace)  # fmt: skip
         expected = _torch_depthwise(x, w, bias, stride, (1, 1, 1, 1), (-np.inf, np.inf))
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    "channels,expanded,size,stride,kernel",
+    [(5, 13, (9, 7), 1, 3), (8, 20, (112, 112), 2, 3), (6, 12, (30, 31), 1, 3), (4, 9, (10, 11), 2, 5)],
+)  # fmt: skip
+def test_expand_depthwise_equals_the_two_layers(
+    fmt: str, isa: str, threads: int, channels, expanded, size, stride, kernel
+) -> None:
+    """Fused 1x1 + depthwise (112x112 splits the channels into several chunks) == one by one."""
+    rng = np.random.default_rng(expanded * 7 + stride)
+    w = sparsify(rng.standard_normal((expanded, channels)), 0.6, BLOCK_SHAPES[fmt])
+    x = rng.standard_normal((2, channels, *size)).astype(np.float32)
+    bias = rng.standard_normal(expanded).astype(np.float32)
+    dw = rng.standard_normal((expanded, 1, kernel, kernel)).astype(np.float32)
+    dw_bias = rng.standard_normal(expanded).astype(np.float32)
+    pad = kernel // 2
+    pads, clip = (pad, pad, pad, pad), (0.0, 6.0)
+    packed = pack(w, fmt)
+    fused = kernels.expand_depthwise(
+        x, packed, bias, clip, dw, (stride, stride), pads, (1, 1), dw_bias, (-1.0, 4.0),
+        threads=threads, isa=isa,  # type: ignore[arg-type]
+    )  # fmt: skip
+    middle = kernels.sparse_conv2d(x, packed, (1, 1), bias=bias, clip=clip, isa=isa)  # type: ignore[arg-type]
+    expected = _torch_depthwise(middle, dw, dw_bias, stride, pads, (-1.0, 4.0))
+    np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-4)

@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from workers.runtime.fusion import fuse_steps
 from workers.runtime.sparse_ops import KernelLayer, initializer_arrays, make_layer
 
 logger = logging.getLogger(__name__)
@@ -147,9 +148,13 @@ class SparseExecutor:
                 steps.append(layer)
             available.update(node.output)
         self.steps = steps
-        self.kernel_layers = [step for step in steps if isinstance(step, KernelLayer)]
-        self.sparse_layers = [layer for layer in self.kernel_layers if layer.is_sparse]
         self._wire_segments(model, constants, graph_outputs, optimization)
+        # After wiring: segments of only constants (Clip bounds) no longer sit between layers.
+        self.steps = fuse_steps(
+            self.steps, lambda name: self._only_consumer(name, nodes, graph_outputs) is not None
+        )
+        self.kernel_layers = [step for step in self.steps if isinstance(step, KernelLayer)]
+        self.sparse_layers = [layer for layer in self.kernel_layers if layer.is_sparse]
 
     def _only_consumer(self, name: str, nodes, graph_outputs) -> int | None:
         """Index of the single node reading ``name``, None if it is shared or a graph output."""

@@ -23,6 +23,8 @@ from workers.runtime.sparse_formats import BLOCK_SHAPES, SparseMatrix, pack
 AUTO_FORMATS = ("4x1", "4x4", "8x1")
 
 Clip = tuple[float, float] | None
+#: (kernel_shape, strides, pads, dilations) of a Conv layer.
+ConvGeometry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 LayerCall = Callable[..., np.ndarray]
@@ -46,6 +48,7 @@ class KernelLayer:
     clip: Clip = None
     residual_name: str | None = None
     workspace: kernels.Workspace = field(default_factory=kernels.Workspace)
+    geometry: ConvGeometry | None = None  # Conv layers only
 
     @property
     def is_sparse(self) -> bool:
@@ -188,9 +191,11 @@ def conv_rule(node, initializers, fmt, min_sparsity):
         layer_weights = _pack(weight.reshape(cout, -1), fmt)
     else:
         return None
-    return KernelLayer(
+    layer = KernelLayer(
         node.name, node.op_type, node.input[0], node.output[0], layer_weights, bias, call
     )
+    layer.geometry = ((kh, kw), strides, pads, dilations)
+    return layer
 
 
 def _linear_call(x, weights, bias, clip, threads, residual, workspace):

@@ -109,7 +109,7 @@ static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *sc
     const int rs = depthwise_row_floats(a);
     float *tmp = scratch + (size_t)(a->h + a->pt + a->pb) * rs;
     for (int p = p0; p < p1; ++p) {
-        const int ch = p % a->c;
+        const int ch = (p + a->ch0) % a->c;
         const float *k = a->weight + (size_t)ch * 9;
         const float b = a->bias ? a->bias[ch] : 0.0f;
         float *dst = a->y + (size_t)p * a->oh * a->ow;
@@ -232,7 +232,7 @@ static void ISA(depthwise_planes_general)(const depthwise_args *a, int p0, int p
     const int ntaps = a->kh * a->kw;
     V8F taps[DEPTHWISE_MAX_TAPS];
     for (int p = p0; p < p1; ++p) {
-        int ch = p % a->c;
+        int ch = (p + a->ch0) % a->c;
         const float *src = a->x + (size_t)p * a->h * a->w;
         float *dst = a->y + (size_t)p * a->oh * a->ow;
         const float *k = a->weight + (size_t)ch * ntaps;

@@ -24,6 +24,7 @@ typedef struct {
     const float *bias;           /* m entries, or NULL */
     const float *residual;       /* m x n added before the activation (fused Add), or NULL */
     float lo, hi;                /* fused activation: clip(v, lo, hi) */
+    int y_row0;                  /* y holds output rows from y_row0 on (0: all of them) */
 } spmm_args;
 
 #define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
@@ -33,6 +34,7 @@ typedef struct {
     const float *x, *weight, *bias;  /* weight: c x kh x kw; bias: c entries or NULL */
     float *y;
     float lo, hi;
+    int ch0; /* plane p of x uses filter (p + ch0) % c */
 } depthwise_args;
 
 /* 3x3 depthwise filters with dilation 1 and equal strides 1 or 2 run the fast path. */
@@ -165,139 +167,193 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
     }
 }
 
-/* ---- Python bindings ------------------------------------------------------------------- */
+/* ---- Fused expand + depthwise ----------------------------------------------------------
+ * A 1x1 convolution (sparse W: m x k over n = h * w pixels) whose output feeds only a depthwise
+ * convolution: the expanded tensor is made and consumed in chunks of channels that stay in L2,
+ * so it never travels to memory (MobileNet's expanded tensors are megabytes). Each thread runs
+ * whole chunks: its part of the sparse product, then the depthwise planes of those channels. */
+#define FUSED_CHUNK_BYTES (192 * 1024)
 
-static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize,
-                      int writable, const char *what) {
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    if (view->itemsize != itemsize || view->len < items * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: expected at least %zd items of %zd bytes, got %zd bytes",
-                     what, items, itemsize, view->len);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
+/* Channels per chunk: a multiple of the block rows, within the cache budget, and small enough
+ * that every thread gets a chunk. */
+static int fused_chunk_channels(int m, int n, int block_rows, int threads) {
+    int chunk = FUSED_CHUNK_BYTES / (4 * (n > 0 ? n : 1));
+    int per_thread = (m + threads - 1) / threads;
+    if (chunk > per_thread) chunk = per_thread;
+    chunk = chunk / block_rows * block_rows;
+    return chunk < block_rows ? block_rows : chunk;
 }
 
-static PyObject *py_spmm(PyObject *self, PyObject *args) {
-    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o, *res_o;
-    int m, k, n, br, bc, batch, threads, isa;
-    float lo, hi;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOOiffii", &m, &k, &n, &br, &bc, &ptr_o, &col_o,
-                          &val_o, &x_o, &y_o, &bias_o, &res_o, &batch, &lo, &hi, &threads, &isa))
-        return NULL;
-    if (m < 0 || k < 0 || n < 0 || br < 1 || bc < 1 || batch < 0) {
-        PyErr_SetString(PyExc_ValueError, "spmm: negative size or empty block");
+static void expand_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
+                             const depthwise_args *d, int threads, float *buffers,
+                             float *scratch) {
+    const int chunk = fused_chunk_channels(e->m, e->n, e->block_rows, threads);
+    const int chunks = (e->m + chunk - 1) / chunk;
+    const size_t buffer_floats = (size_t)chunk * e->n, scratch_floats = depthwise_scratch_floats(d);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && chunks > 1)
+#endif
+    for (int i = 0; i < chunks; ++i) {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        const int c0 = i * chunk, c1 = c0 + chunk < e->m ? c0 + chunk : e->m;
+        spmm_args a = *e;
+        a.y = buffers + buffer_floats * t;
+        a.y_row0 = c0;
+        spmm(&a, c0 / e->block_rows, (c1 + e->block_rows - 1) / e->block_rows, 0, e->n);
+        depthwise_args p = *d;
+        p.x = a.y;
+        p.y = d->y + (size_t)c0 * d->oh * d->ow;
+        p.ch0 = c0;
+        dw(&p, 0, c1 - c0, scratch + scratch_floats * t);
+    }
+}
+
+/* ---- Python bindings ---------------------------------------------------------------------
+ * Python passes plain buffers; every one taken is released by release_all on every path. */
+
+typedef struct {
+    Py_buffer views[8];
+    int count;
+} buffer_set;
+
+/* The buffer of ``obj`` (C-contiguous, 4-byte items, at least ``items``), or NULL with an error
+ * set; ``optional`` accepts None (NULL, no error). */
+static void *take(buffer_set *s, PyObject *obj, Py_ssize_t items, int writable, int optional,
+                  const char *what) {
+    if (optional && obj == Py_None) return NULL;
+    Py_buffer *view = &s->views[s->count];
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return NULL;
+    s->count++;
+    if (view->itemsize != 4 || view->len < items * 4) {
+        PyErr_Format(PyExc_ValueError, "%s: expected at least %zd items of 4 bytes, got %zd bytes",
+                     what, items, view->len);
         return NULL;
     }
-    int mblocks = (m + br - 1) / br;
-    Py_buffer ptr_b, col_b, val_b, x_b, y_b, bias_b, res_b;
-    int have_bias = bias_o != Py_None, have_res = res_o != Py_None;
-    if (get_buffer(ptr_o, &ptr_b, mblocks + 1, 4, 0, "block_ptr") < 0) return NULL;
-    const int32_t *ptr = ptr_b.buf;
-    Py_ssize_t nblocks = ptr[mblocks];
-    PyObject *result = NULL;
-    int got_col = 0, got_val = 0, got_x = 0, got_y = 0, got_bias = 0, got_res = 0;
-    if (ptr[0] != 0 || nblocks < 0) {
+    return view->buf;
+}
+
+static void release_all(buffer_set *s) {
+    while (s->count > 0) PyBuffer_Release(&s->views[--s->count]);
+}
+
+/* Fills a's sparse weights (block_ptr, block_col, values, bias) after checking them. */
+static int take_sparse(buffer_set *s, spmm_args *a, PyObject *ptr_o, PyObject *col_o,
+                       PyObject *val_o, PyObject *bias_o) {
+    if (a->m < 0 || a->k < 0 || a->n < 0 || a->block_rows < 1 || a->block_cols < 1) {
+        PyErr_SetString(PyExc_ValueError, "spmm: negative size or empty block");
+        return -1;
+    }
+    const int mblocks = (a->m + a->block_rows - 1) / a->block_rows, bc = a->block_cols;
+    const int32_t *ptr = take(s, ptr_o, mblocks + 1, 0, 0, "block_ptr");
+    if (!ptr) return -1;
+    if (ptr[0] != 0) {
         PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must start at 0");
-        goto done;
+        return -1;
     }
     for (int i = 0; i < mblocks; ++i)
         if (ptr[i + 1] < ptr[i]) {
             PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must be non-decreasing");
-            goto done;
+            return -1;
         }
-    if (get_buffer(col_o, &col_b, nblocks, 4, 0, "block_col") < 0) goto done;
-    got_col = 1;
-    if (get_buffer(val_o, &val_b, nblocks * br * bc, 4, 0, "values") < 0) goto done;
-    got_val = 1;
-    const int32_t *cols = col_b.buf;
+    const Py_ssize_t nblocks = ptr[mblocks];
+    const int32_t *cols = take(s, col_o, nblocks, 0, 0, "block_col");
+    if (!cols || !(a->values = take(s, val_o, nblocks * a->block_rows * bc, 0, 0, "values")))
+        return -1;
     for (Py_ssize_t j = 0; j < nblocks; ++j)
-        if (cols[j] < 0 || cols[j] + bc > k) {
+        if (cols[j] < 0 || cols[j] + bc > a->k) {
             PyErr_Format(PyExc_ValueError, "spmm: block %zd starts at column %d, outside 0..%d",
-                         j, cols[j], k - bc);
-            goto done;
+                         j, cols[j], a->k - bc);
+            return -1;
         }
-    if (get_buffer(x_o, &x_b, (Py_ssize_t)batch * k * n, 4, 0, "x") < 0) goto done;
-    got_x = 1;
-    if (get_buffer(y_o, &y_b, (Py_ssize_t)batch * m * n, 4, 1, "y") < 0) goto done;
-    got_y = 1;
-    if (have_bias) {
-        if (get_buffer(bias_o, &bias_b, m, 4, 0, "bias") < 0) goto done;
-        got_bias = 1;
+    a->block_ptr = ptr;
+    a->block_col = cols;
+    a->bias = take(s, bias_o, a->m, 0, 1, "bias");
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* Checks a's geometry and fills its filter and bias (c x kh x kw and c floats). */
+static int take_depthwise(buffer_set *s, depthwise_args *a, PyObject *w_o, PyObject *bias_o) {
+    if (a->c < 0 || a->h < 0 || a->w < 0 || a->oh < 0 || a->ow < 0 || a->kh < 1 || a->kw < 1 ||
+        a->sh < 1 || a->sw < 1 || a->dh < 1 || a->dw < 1 || a->pt < 0 || a->pl < 0 ||
+        a->pb < 0 || a->pr < 0 || (a->oh - 1) * a->sh + (a->kh - 1) * a->dh >= a->h + a->pt + a->pb ||
+        (a->ow - 1) * a->sw + (a->kw - 1) * a->dw >= a->w + a->pl + a->pr ||
+        a->kh * a->kw > DEPTHWISE_MAX_TAPS) {
+        PyErr_SetString(PyExc_ValueError, "depthwise: invalid geometry");
+        return -1;
     }
-    if (have_res) {
-        if (get_buffer(res_o, &res_b, (Py_ssize_t)batch * m * n, 4, 0, "residual") < 0) goto done;
-        got_res = 1;
+    if (!(a->weight = take(s, w_o, (Py_ssize_t)a->c * a->kh * a->kw, 0, 0, "weight"))) return -1;
+    a->bias = take(s, bias_o, a->c, 0, 1, "bias");
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+#define PARSE_DEPTHWISE_GEOMETRY(a)                                                               \
+    &(a).h, &(a).w, &(a).oh, &(a).ow, &(a).kh, &(a).kw, &(a).sh, &(a).sw, &(a).pt, &(a).pl,     \
+        &(a).pb, &(a).pr, &(a).dh, &(a).dw, &(a).lo, &(a).hi
+
+static PyObject *py_spmm(PyObject *self, PyObject *args) {
+    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o, *res_o;
+    int batch, threads, isa;
+    spmm_args a = {0};
+    buffer_set s = {.count = 0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOOiffii", &a.m, &a.k, &a.n, &a.block_rows,
+                          &a.block_cols, &ptr_o, &col_o, &val_o, &x_o, &y_o, &bias_o, &res_o,
+                          &batch, &a.lo, &a.hi, &threads, &isa))
+        return NULL;
+    const size_t xs = (size_t)a.k * a.n, ys = (size_t)a.m * a.n;
+    const float *x, *residual;
+    float *y;
+    if (batch < 0 || take_sparse(&s, &a, ptr_o, col_o, val_o, bias_o) < 0 ||
+        !(x = take(&s, x_o, batch * xs, 0, 0, "x")) || !(y = take(&s, y_o, batch * ys, 1, 0, "y")) ||
+        ((residual = take(&s, res_o, batch * ys, 0, 1, "residual")), PyErr_Occurred())) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "spmm: negative batch");
+        release_all(&s);
+        return NULL;
     }
-    int chosen = pick_isa(isa);
+    const int chosen = pick_isa(isa);
     range_fn fn = spmm_for(chosen);
-    spmm_args a = {m, k, n, br, bc, ptr, cols, val_b.buf, NULL, NULL,
-                   have_bias ? bias_b.buf : NULL, NULL, lo, hi};
     Py_BEGIN_ALLOW_THREADS
     for (int b = 0; b < batch; ++b) {
-        a.x = (const float *)x_b.buf + (size_t)b * k * n;
-        a.y = (float *)y_b.buf + (size_t)b * m * n;
-        if (have_res) a.residual = (const float *)res_b.buf + (size_t)b * m * n;
+        a.x = x + b * xs;
+        a.y = y + b * ys;
+        a.residual = residual ? residual + b * ys : NULL;
         run_threads(fn, &a, threads);
     }
     Py_END_ALLOW_THREADS
-    result = PyLong_FromLong(chosen);
-done:
-    PyBuffer_Release(&ptr_b);
-    if (got_col) PyBuffer_Release(&col_b);
-    if (got_val) PyBuffer_Release(&val_b);
-    if (got_x) PyBuffer_Release(&x_b);
-    if (got_y) PyBuffer_Release(&y_b);
-    if (got_bias) PyBuffer_Release(&bias_b);
-    if (got_res) PyBuffer_Release(&res_b);
-    return result;
+    release_all(&s);
+    return PyLong_FromLong(chosen);
 }
 
 static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     PyObject *x_o, *w_o, *bias_o, *y_o;
     int batch, threads, isa;
-    depthwise_args a;
+    depthwise_args a = {0};
+    buffer_set s = {.count = 0};
     (void)self;
     if (!PyArg_ParseTuple(args, "OOOOiiiiiiiiiiiiiiiiffii", &x_o, &w_o, &bias_o, &y_o, &batch,
-                          &a.c, &a.h, &a.w, &a.oh, &a.ow, &a.kh, &a.kw, &a.sh, &a.sw, &a.pt,
-                          &a.pl, &a.pb, &a.pr, &a.dh, &a.dw, &a.lo, &a.hi, &threads, &isa))
+                          &a.c, PARSE_DEPTHWISE_GEOMETRY(a), &threads, &isa))
         return NULL;
-    if (batch < 0 || a.c < 0 || a.h < 0 || a.w < 0 || a.oh < 0 || a.ow < 0 || a.kh < 1 ||
-        a.kw < 1 || a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.pt < 0 || a.pl < 0 ||
-        a.pb < 0 || a.pr < 0 || (a.oh - 1) * a.sh + (a.kh - 1) * a.dh >= a.h + a.pt + a.pb ||
-        (a.ow - 1) * a.sw + (a.kw - 1) * a.dw >= a.w + a.pl + a.pr ||
-        a.kh * a.kw > DEPTHWISE_MAX_TAPS) {
-        PyErr_SetString(PyExc_ValueError, "depthwise: invalid geometry");
+    const Py_ssize_t planes = (Py_ssize_t)batch * a.c;
+    if (batch < 0 || take_depthwise(&s, &a, w_o, bias_o) < 0 ||
+        !(a.x = take(&s, x_o, planes * a.h * a.w, 0, 0, "x")) ||
+        !(a.y = take(&s, y_o, planes * a.oh * a.ow, 1, 0, "y"))) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "depthwise: negative batch");
+        release_all(&s);
         return NULL;
     }
-    Py_buffer x_b, w_b, y_b, bias_b;
-    int have_bias = bias_o != Py_None, got_w = 0, got_y = 0, got_bias = 0;
-    PyObject *result = NULL;
-    Py_ssize_t planes = (Py_ssize_t)batch * a.c;
-    if (get_buffer(x_o, &x_b, planes * a.h * a.w, 4, 0, "x") < 0) return NULL;
-    if (get_buffer(w_o, &w_b, (Py_ssize_t)a.c * a.kh * a.kw, 4, 0, "weight") < 0) goto done;
-    got_w = 1;
-    if (get_buffer(y_o, &y_b, planes * a.oh * a.ow, 4, 1, "y") < 0) goto done;
-    got_y = 1;
-    if (have_bias) {
-        if (get_buffer(bias_o, &bias_b, a.c, 4, 0, "bias") < 0) goto done;
-        got_bias = 1;
-    }
-    a.x = x_b.buf;
-    a.weight = w_b.buf;
-    a.bias = have_bias ? bias_b.buf : NULL;
-    a.y = y_b.buf;
-    int chosen = pick_isa(isa);
+    const int chosen = pick_isa(isa);
     planes_fn fn = depthwise_for(chosen);
     if (threads < 1) threads = 1;
-    size_t scratch_floats = depthwise_scratch_floats(&a);
+    const size_t scratch_floats = depthwise_scratch_floats(&a);
     float *scratch = calloc(scratch_floats * threads, sizeof(float));
     if (!scratch) {
-        PyErr_NoMemory();
-        goto done;
+        release_all(&s);
+        return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
 #ifdef _OPENMP
@@ -312,13 +368,58 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
 #endif
     Py_END_ALLOW_THREADS
     free(scratch);
-    result = PyLong_FromLong(chosen);
-done:
-    PyBuffer_Release(&x_b);
-    if (got_w) PyBuffer_Release(&w_b);
-    if (got_y) PyBuffer_Release(&y_b);
-    if (got_bias) PyBuffer_Release(&bias_b);
-    return result;
+    release_all(&s);
+    return PyLong_FromLong(chosen);
+}
+
+static PyObject *py_expand_depthwise(PyObject *self, PyObject *args) {
+    PyObject *ptr_o, *col_o, *val_o, *ebias_o, *x_o, *w_o, *dbias_o, *y_o;
+    int batch, threads, isa;
+    spmm_args e = {0};
+    depthwise_args d = {0};
+    buffer_set s = {.count = 0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiOOOOffOOOOiiiiiiiiiiiiiiiffii", &e.m, &e.k, &e.block_rows,
+                          &e.block_cols, &ptr_o, &col_o, &val_o, &ebias_o, &e.lo, &e.hi, &x_o,
+                          &w_o, &dbias_o, &y_o, &batch, PARSE_DEPTHWISE_GEOMETRY(d), &threads,
+                          &isa))
+        return NULL;
+    d.c = e.m;
+    e.n = d.h * d.w;
+    const size_t xs = (size_t)e.k * e.n, ys = (size_t)d.c * d.oh * d.ow;
+    const float *x;
+    float *y;
+    if (batch < 0 || take_sparse(&s, &e, ptr_o, col_o, val_o, ebias_o) < 0 ||
+        take_depthwise(&s, &d, w_o, dbias_o) < 0 || !(x = take(&s, x_o, batch * xs, 0, 0, "x")) ||
+        !(y = take(&s, y_o, batch * ys, 1, 0, "y"))) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "expand_depthwise: negative batch");
+        release_all(&s);
+        return NULL;
+    }
+    const int chosen = pick_isa(isa);
+    if (threads < 1) threads = 1;
+    const size_t chunk = fused_chunk_channels(e.m, e.n, e.block_rows, threads);
+    const size_t scratch_floats = depthwise_scratch_floats(&d);
+    float *buffers = malloc(sizeof(float) * chunk * e.n * threads + 64);
+    float *scratch = calloc(scratch_floats * threads, sizeof(float));
+    if (!buffers || !scratch) {
+        free(buffers);
+        free(scratch);
+        release_all(&s);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int b = 0; b < batch; ++b) {
+        e.x = x + b * xs;
+        d.y = y + b * ys;
+        expand_depthwise(spmm_for(chosen), depthwise_for(chosen), &e, &d, threads, buffers,
+                         scratch);
+    }
+    Py_END_ALLOW_THREADS
+    free(buffers);
+    free(scratch);
+    release_all(&s);
+    return PyLong_FromLong(chosen);
 }
 
 /* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
@@ -360,17 +461,17 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "im2col: invalid geometry");
         return NULL;
     }
-    Py_buffer x_b, out_b;
-    if (get_buffer(x_o, &x_b, (Py_ssize_t)c * h * w, 4, 0, "x") < 0) return NULL;
-    if (get_buffer(out_o, &out_b, (Py_ssize_t)c * kh * kw * oh * ow, 4, 1, "out") < 0) {
-        PyBuffer_Release(&x_b);
+    buffer_set s = {.count = 0};
+    const float *x = take(&s, x_o, (Py_ssize_t)c * h * w, 0, 0, "x");
+    float *out = x ? take(&s, out_o, (Py_ssize_t)c * kh * kw * oh * ow, 1, 0, "out") : NULL;
+    if (!out) {
+        release_all(&s);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    im2col(x_b.buf, out_b.buf, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads);
+    im2col(x, out, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x_b);
-    PyBuffer_Release(&out_b);
+    release_all(&s);
     Py_RETURN_NONE;
 }
 
@@ -398,6 +499,10 @@ static PyMethodDef methods[] = {
     {"depthwise", py_depthwise, METH_VARARGS,
      "depthwise(x, weight, bias, y, batch, c, h, w, oh, ow, kh, kw, sh, sw, pad_top, pad_left, "
      "pad_bottom, pad_right, dh, dw, lo, hi, threads, isa) -> isa used"},
+    {"expand_depthwise", py_expand_depthwise, METH_VARARGS,
+     "expand_depthwise(m, k, block_rows, block_cols, block_ptr, block_col, values, bias, lo, hi, "
+     "x, dw_weight, dw_bias, y, batch, h, w, oh, ow, kh, kw, sh, sw, pad_top, pad_left, "
+     "pad_bottom, pad_right, dh, dw, dw_lo, dw_hi, threads, isa) -> isa used"},
     {"im2col", py_im2col, METH_VARARGS,
      "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
     {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},

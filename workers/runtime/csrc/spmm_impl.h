@@ -13,6 +13,7 @@
     const float *bias = (a)->bias, *residual = (a)->residual, *x = (a)->x;                      \
     const float *values = (a)->values;                                                          \
     const int32_t *block_ptr = (a)->block_ptr, *block_col = (a)->block_col;                     \
+    const int Y0 = (a)->y_row0;                                                                 \
     float *y = (a)->y
 
 /* One tile kernel per (R, C, NV): R output rows x NV vectors of VEC_FLOATS columns held in
@@ -60,7 +61,7 @@
                 }                                                                               \
                 _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
                     if (mb * R + r >= M) break;                                                 \
-                    float *yp = y + (size_t)(mb * R + r) * N + n;                               \
+                    float *yp = y + (size_t)(mb * R + r - Y0) * N + n;                          \
                     _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
                         *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[r][v], lo, hi);         \
                 }                                                                               \
@@ -104,7 +105,7 @@
                     float sum = bias ? bias[row] : 0.0f;                                        \
                     if (residual) sum += residual[(size_t)row * N + n];                         \
                     _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u) sum += acc[u][r];       \
-                    y[(size_t)row * N + n] = ISA(clip1)(sum, lo, hi);                           \
+                    y[(size_t)(row - Y0) * N + n] = ISA(clip1)(sum, lo, hi);                    \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
@@ -124,7 +125,7 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
                     const float *xp = a->x + (size_t)a->block_col[j] * N + n;
                     for (int c = 0; c < C; ++c) acc += w[c * R + r] * xp[(size_t)c * N];
                 }
-                a->y[(size_t)row * N + n] = ISA(clip1)(acc, a->lo, a->hi);
+                a->y[(size_t)(row - a->y_row0) * N + n] = ISA(clip1)(acc, a->lo, a->hi);
             }
         }
     }

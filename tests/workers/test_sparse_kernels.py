@@ -237,12 +237,13 @@ def test_depthwise_3x3_reuses_scratch_across_planes_and_calls() -> None:
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize(
     "channels,expanded,size,stride,kernel",
-    [(5, 13, (9, 7), 1, 3), (8, 20, (112, 112), 2, 3), (6, 12, (30, 31), 1, 3), (4, 9, (10, 11), 2, 5)],
+    [(5, 13, (9, 7), 1, 3), (8, 20, (112, 112), 2, 3), (6, 12, (30, 31), 1, 3), (4, 9, (10, 11), 2, 5),
+     (4, 64, (64, 200), 1, 3), (4, 48, (40, 150), 1, 5)],
 )  # fmt: skip
 def test_expand_depthwise_equals_the_two_layers(
     fmt: str, isa: str, threads: int, channels, expanded, size, stride, kernel
 ) -> None:
-    """Fused 1x1 + depthwise (112x112 splits the channels into several chunks) == one by one."""
+    """Fused 1x1 + depthwise == one after the other; the large images run in many bands."""
     rng = np.random.default_rng(expanded * 7 + stride)
     w = sparsify(rng.standard_normal((expanded, channels)), 0.6, BLOCK_SHAPES[fmt])
     x = rng.standard_normal((2, channels, *size)).astype(np.float32)

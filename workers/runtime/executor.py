@@ -130,8 +130,8 @@ class SparseExecutor:
         fused: set[int] = set()
         available = set(self.input_names)  # values computed before the current node
         for index, node in enumerate(nodes):
-            if index in fused:
-                continue
+            if index in fused or all(name in constants for name in node.output):
+                continue  # Constant/Identity-of-constant outputs are folded in where used
             layer = make_layer(node, constants, fmt, min_sparsity)
             if layer is None:
                 if not steps or not isinstance(steps[-1], _Segment):

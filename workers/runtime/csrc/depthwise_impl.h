@@ -19,21 +19,43 @@
  * nine taps stay in registers; DW3_NV output vectors per row give independent FMA chains. */
 #define DW3_NV 4
 
-static void ISA(dw3x3_fill)(const depthwise_args *a, const float *src, float *pad, int rs,
-                            float *tmp) {
-    const int half = rs / 2, evens = (a->w + a->pl + a->pr + 1) / 2;
+/* Zeroes the padding rows above and below the plane: a fused layer's bands change pt, pb and h
+ * between calls on one scratch, so rows written as data before may be padding now. */
+static void ISA(zero_pad_rows)(const depthwise_args *a, float *pad, int rs) {
+    memset(pad, 0, sizeof(float) * rs * a->pt);
+    memset(pad + (size_t)(a->pt + a->h) * rs, 0, sizeof(float) * rs * a->pb);
+}
+
+/* Output plane p starts here: planes are oh * ow apart unless y_plane says otherwise (bands). */
+static inline float *ISA(dw_out_plane)(const depthwise_args *a, int p) {
+    return a->y + (size_t)p * (a->y_plane ? (size_t)a->y_plane : (size_t)a->oh * a->ow);
+}
+
+static void ISA(dw3x3_fill)(const depthwise_args *a, const float *src, float *pad, int rs) {
+    const int half = rs / 2, w = a->w;
+    /* Padded column c = source column + pl: even source columns land on the even (pl even) or
+     * odd (pl odd) half, at these offsets. Only data is written: padding slots stay zero. */
+    const int even_to = a->pl % 2 ? half + (a->pl - 1) / 2 : a->pl / 2;
+    const int odd_to = a->pl % 2 ? (a->pl + 1) / 2 : half + a->pl / 2;
+    ISA(zero_pad_rows)(a, pad, rs);
     for (int r = 0; r < a->h; ++r) {
         float *row = pad + (size_t)(r + a->pt) * rs;
-        const float *s = src + (size_t)r * a->w;
+        const float *s = src + (size_t)r * w;
         if (a->sh == 1) {
-            memcpy(row + a->pl, s, sizeof(float) * a->w);
+            memcpy(row + a->pl, s, sizeof(float) * w);
             continue;
         }
-        memcpy(tmp + a->pl, s, sizeof(float) * a->w); /* tmp's padding stays zero */
-        for (int t = 0; t < evens; t += VEC_FLOATS) {
-            V8F first = *(const V8FU *)(tmp + 2 * t), second = *(const V8FU *)(tmp + 2 * t + VEC_FLOATS);
-            *(V8FU *)(row + t) = __builtin_shuffle(first, second, EVEN_LANES);
-            *(V8FU *)(row + half + t) = __builtin_shuffle(first, second, ODD_LANES);
+        /* Straight from the source (a staging copy would make every load here wait on a
+         * store-forwarding failure); whole vectors while they stay inside the row. */
+        int t = 0;
+        for (; 2 * t + 2 * VEC_FLOATS <= w; t += VEC_FLOATS) {
+            V8F first = *(const V8FU *)(s + 2 * t), second = *(const V8FU *)(s + 2 * t + VEC_FLOATS);
+            *(V8FU *)(row + even_to + t) = __builtin_shuffle(first, second, EVEN_LANES);
+            *(V8FU *)(row + odd_to + t) = __builtin_shuffle(first, second, ODD_LANES);
+        }
+        for (; 2 * t < w; ++t) {
+            row[even_to + t] = s[2 * t];
+            if (2 * t + 1 < w) row[odd_to + t] = s[2 * t + 1];
         }
     }
 }
@@ -107,13 +129,12 @@ DEFINE_DW3(2)
 
 static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *scratch) {
     const int rs = depthwise_row_floats(a);
-    float *tmp = scratch + (size_t)(a->h + a->pt + a->pb) * rs;
     for (int p = p0; p < p1; ++p) {
         const int ch = (p + a->ch0) % a->c;
         const float *k = a->weight + (size_t)ch * 9;
         const float b = a->bias ? a->bias[ch] : 0.0f;
-        float *dst = a->y + (size_t)p * a->oh * a->ow;
-        ISA(dw3x3_fill)(a, a->x + (size_t)p * a->h * a->w, scratch, rs, tmp);
+        float *dst = ISA(dw_out_plane)(a, p);
+        ISA(dw3x3_fill)(a, a->x + (size_t)p * a->h * a->w, scratch, rs);
         if (a->sh == 1) ISA(dw3x3_rows_s1)(scratch, rs, k, b, a->lo, a->hi, a->oh, a->ow, dst);
         else ISA(dw3x3_rows_s2)(scratch, rs, k, b, a->lo, a->hi, a->oh, a->ow, dst);
     }
@@ -234,10 +255,11 @@ static void ISA(depthwise_planes_general)(const depthwise_args *a, int p0, int p
     for (int p = p0; p < p1; ++p) {
         int ch = (p + a->ch0) % a->c;
         const float *src = a->x + (size_t)p * a->h * a->w;
-        float *dst = a->y + (size_t)p * a->oh * a->ow;
+        float *dst = ISA(dw_out_plane)(a, p);
         const float *k = a->weight + (size_t)ch * ntaps;
         float b = a->bias ? a->bias[ch] : 0.0f;
         for (int t = 0; t < ntaps; ++t) taps[t] = SPLAT(k[t]);
+        ISA(zero_pad_rows)(a, padded, pw);
         for (int r = 0; r < a->h; ++r)
             memcpy(padded + (size_t)(r + a->pt) * pw + a->pl, src + (size_t)r * a->w,
                    sizeof(float) * a->w);

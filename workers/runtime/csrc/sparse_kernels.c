@@ -12,6 +12,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
 
 typedef struct {
     int m, k, n;                 /* W is m x k, X is k x n, Y is m x n */
@@ -24,7 +27,9 @@ typedef struct {
     const float *bias;           /* m entries, or NULL */
     const float *residual;       /* m x n added before the activation (fused Add), or NULL */
     float lo, hi;                /* fused activation: clip(v, lo, hi) */
-    int y_row0;                  /* y holds output rows from y_row0 on (0: all of them) */
+    /* Where Y[row, col] is: y[(row - y_row0) * ldy + col - y_col0] (ldy = n, 0, 0 for all of Y;
+     * a fused layer writes a block of rows and columns into a buffer of its own). */
+    int y_row0, y_col0, ldy;
 } spmm_args;
 
 #define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
@@ -34,7 +39,8 @@ typedef struct {
     const float *x, *weight, *bias;  /* weight: c x kh x kw; bias: c entries or NULL */
     float *y;
     float lo, hi;
-    int ch0; /* plane p of x uses filter (p + ch0) % c */
+    int ch0;     /* plane p of x uses filter (p + ch0) % c */
+    int y_plane; /* floats between output planes; 0 means oh * ow */
 } depthwise_args;
 
 /* 3x3 depthwise filters with dilation 1 and equal strides 1 or 2 run the fast path. */
@@ -51,10 +57,9 @@ static int depthwise_row_floats(const depthwise_args *a) {
     return a->sh == 1 ? pw + 32 : 2 * ((pw + 1) / 2 + 16);
 }
 
-/* One thread's zeroed scratch: the padded plane, a staging row (stride 2) and spare floats. */
+/* One thread's zeroed scratch: the padded plane and spare floats for over-reads. */
 static size_t depthwise_scratch_floats(const depthwise_args *a) {
-    const int pw = a->w + a->pl + a->pr;
-    return (size_t)(a->h + a->pt + a->pb) * depthwise_row_floats(a) + pw + 64;
+    return (size_t)(a->h + a->pt + a->pb) * depthwise_row_floats(a) + 64;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -169,46 +174,81 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
 
 /* ---- Fused expand + depthwise ----------------------------------------------------------
  * A 1x1 convolution (sparse W: m x k over n = h * w pixels) whose output feeds only a depthwise
- * convolution: the expanded tensor is made and consumed in chunks of channels that stay in L2,
- * so it never travels to memory (MobileNet's expanded tensors are megabytes). Each thread runs
- * whole chunks: its part of the sparse product, then the depthwise planes of those channels. */
-#define FUSED_CHUNK_BYTES (192 * 1024)
+ * convolution, computed band by band: the expanded rows one band of depthwise output rows needs
+ * (with the filter's halo, recomputed by the next band) stay in L2, so MobileNet's expanded
+ * tensors (megabytes) never travel to memory and X is read about once. With several threads,
+ * each band's channels are split between them (the depthwise part is per channel). */
+#define FUSED_BAND_BYTES (320 * 1024)
 
-/* Channels per chunk: a multiple of the block rows, within the cache budget, and small enough
- * that every thread gets a chunk. */
-static int fused_chunk_channels(int m, int n, int block_rows, int threads) {
-    int chunk = FUSED_CHUNK_BYTES / (4 * (n > 0 ? n : 1));
-    int per_thread = (m + threads - 1) / threads;
-    if (chunk > per_thread) chunk = per_thread;
-    chunk = chunk / block_rows * block_rows;
-    return chunk < block_rows ? block_rows : chunk;
+typedef struct {
+    int chunk;   /* channels per work item, a multiple of the block rows */
+    int chunks;  /* work items per band */
+    int band;    /* depthwise output rows per band */
+    int in_rows; /* expanded rows a full band reads */
+} fused_plan;
+
+static fused_plan plan_fused(const spmm_args *e, const depthwise_args *d, int threads) {
+    fused_plan p;
+    const int br = e->block_rows, reach = (d->kh - 1) * d->dh + 1;
+    p.chunk = (e->m + threads - 1) / threads;
+    p.chunk = (p.chunk + br - 1) / br * br;
+    if (p.chunk < br) p.chunk = br;
+    p.chunks = (e->m + p.chunk - 1) / p.chunk;
+    long rows = FUSED_BAND_BYTES / (4L * p.chunk * (d->w > 0 ? d->w : 1));
+    p.band = rows > reach ? (int)((rows - reach) / d->sh) + 1 : 1;
+    if (p.band > d->oh) p.band = d->oh;
+    if (p.band < 1) p.band = 1;
+    p.in_rows = (p.band - 1) * d->sh + reach;
+    if (p.in_rows > d->h) p.in_rows = d->h;
+    return p;
+}
+
+static void fused_item(range_fn spmm, planes_fn dw, const spmm_args *e, const depthwise_args *d,
+                       const fused_plan *plan, int item, float *buffer, float *scratch) {
+    const int i0 = item / plan->chunks * plan->band, c0 = item % plan->chunks * plan->chunk;
+    const int i1 = i0 + plan->band < d->oh ? i0 + plan->band : d->oh;
+    const int c1 = c0 + plan->chunk < e->m ? c0 + plan->chunk : e->m;
+    /* Input rows [lo, hi) of the band, clipped to the image; the rest is padding. */
+    const int lo = i0 * d->sh - d->pt, hi = (i1 - 1) * d->sh - d->pt + (d->kh - 1) * d->dh + 1;
+    const int r0 = lo > 0 ? lo : 0, r1 = hi < d->h ? hi : d->h;
+    spmm_args a = *e;
+    a.y = buffer;
+    a.y_row0 = c0;
+    a.y_col0 = r0 * d->w;
+    a.ldy = (r1 - r0) * d->w;
+    if (r1 > r0)
+        spmm(&a, c0 / e->block_rows, (c1 + e->block_rows - 1) / e->block_rows, r0 * d->w,
+             r1 * d->w);
+    depthwise_args p = *d;
+    p.x = buffer;
+    p.h = r1 > r0 ? r1 - r0 : 0;
+    p.pt = r0 - lo;
+    p.pb = hi - (r1 > r0 ? r1 : r0);
+    p.oh = i1 - i0;
+    p.y = d->y + (size_t)c0 * d->oh * d->ow + (size_t)i0 * d->ow;
+    p.y_plane = d->oh * d->ow;
+    p.ch0 = c0;
+    dw(&p, 0, c1 - c0, scratch);
 }
 
 static void expand_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
                              const depthwise_args *d, int threads, float *buffers,
                              float *scratch) {
-    const int chunk = fused_chunk_channels(e->m, e->n, e->block_rows, threads);
-    const int chunks = (e->m + chunk - 1) / chunk;
-    const size_t buffer_floats = (size_t)chunk * e->n, scratch_floats = depthwise_scratch_floats(d);
+    const fused_plan plan = plan_fused(e, d, threads);
+    const int items = (d->oh + plan.band - 1) / plan.band * plan.chunks;
+    const size_t buffer_floats = (size_t)plan.chunk * plan.in_rows * d->w;
+    const size_t scratch_floats = depthwise_scratch_floats(d);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && chunks > 1)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && items > 1)
 #endif
-    for (int i = 0; i < chunks; ++i) {
+    for (int item = 0; item < items; ++item) {
 #ifdef _OPENMP
         const int t = omp_get_thread_num();
 #else
         const int t = 0;
 #endif
-        const int c0 = i * chunk, c1 = c0 + chunk < e->m ? c0 + chunk : e->m;
-        spmm_args a = *e;
-        a.y = buffers + buffer_floats * t;
-        a.y_row0 = c0;
-        spmm(&a, c0 / e->block_rows, (c1 + e->block_rows - 1) / e->block_rows, 0, e->n);
-        depthwise_args p = *d;
-        p.x = a.y;
-        p.y = d->y + (size_t)c0 * d->oh * d->ow;
-        p.ch0 = c0;
-        dw(&p, 0, c1 - c0, scratch + scratch_floats * t);
+        fused_item(spmm, dw, e, d, &plan, item, buffers + buffer_floats * t,
+                   scratch + scratch_floats * t);
     }
 }
 
@@ -305,6 +345,7 @@ static PyObject *py_spmm(PyObject *self, PyObject *args) {
                           &a.block_cols, &ptr_o, &col_o, &val_o, &x_o, &y_o, &bias_o, &res_o,
                           &batch, &a.lo, &a.hi, &threads, &isa))
         return NULL;
+    a.ldy = a.n;
     const size_t xs = (size_t)a.k * a.n, ys = (size_t)a.m * a.n;
     const float *x, *residual;
     float *y;
@@ -398,9 +439,9 @@ static PyObject *py_expand_depthwise(PyObject *self, PyObject *args) {
     }
     const int chosen = pick_isa(isa);
     if (threads < 1) threads = 1;
-    const size_t chunk = fused_chunk_channels(e.m, e.n, e.block_rows, threads);
+    const fused_plan plan = plan_fused(&e, &d, threads);
     const size_t scratch_floats = depthwise_scratch_floats(&d);
-    float *buffers = malloc(sizeof(float) * chunk * e.n * threads + 64);
+    float *buffers = malloc(sizeof(float) * plan.chunk * plan.in_rows * d.w * threads + 64);
     float *scratch = calloc(scratch_floats * threads, sizeof(float));
     if (!buffers || !scratch) {
         free(buffers);
@@ -433,6 +474,11 @@ static void im2col(const float *x, float *out, int c, int h, int w, int kh, int 
         int ch = row / (kh * kw), ki = (row / kw) % kh, kj = row % kw;
         const float *src = x + (size_t)ch * h * w;
         float *dst = out + (size_t)row * oh * ow;
+        /* Output columns [j0, j1) read inside the row; the others are padding. */
+        const int off = kj * dw - pl;
+        int j0 = off < 0 ? (-off + sw - 1) / sw : 0, j1 = w - off > 0 ? (w - off + sw - 1) / sw : 0;
+        if (j1 > ow) j1 = ow;
+        if (j0 > j1) j0 = j1;
         for (int i = 0; i < oh; ++i) {
             int ih = i * sh - pt + ki * dh;
             float *d = dst + (size_t)i * ow;
@@ -440,10 +486,12 @@ static void im2col(const float *x, float *out, int c, int h, int w, int kh, int 
                 memset(d, 0, sizeof(float) * ow);
                 continue;
             }
-            for (int j = 0; j < ow; ++j) {
-                int iw = j * sw - pl + kj * dw;
-                d[j] = (iw >= 0 && iw < w) ? src[(size_t)ih * w + iw] : 0.0f;
-            }
+            const float *s = src + (size_t)ih * w + off;
+            for (int j = 0; j < j0; ++j) d[j] = 0.0f;
+            if (sw == 1) memcpy(d + j0, s + j0, sizeof(float) * (j1 - j0));
+            else if (sw == 2) for (int j = j0; j < j1; ++j) d[j] = s[2 * j];
+            else for (int j = j0; j < j1; ++j) d[j] = s[(size_t)j * sw];
+            for (int j = j1; j < ow; ++j) d[j] = 0.0f;
         }
     }
     (void)threads;

@@ -13,7 +13,8 @@
     const float *bias = (a)->bias, *residual = (a)->residual, *x = (a)->x;                      \
     const float *values = (a)->values;                                                          \
     const int32_t *block_ptr = (a)->block_ptr, *block_col = (a)->block_col;                     \
-    const int Y0 = (a)->y_row0;                                                                 \
+    const int Y0 = (a)->y_row0, YC0 = (a)->y_col0;                                             \
+    const size_t LDY = (size_t)(a)->ldy;                                                        \
     float *y = (a)->y
 
 /* One tile kernel per (R, C, NV): R output rows x NV vectors of VEC_FLOATS columns held in
@@ -61,7 +62,7 @@
                 }                                                                               \
                 _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
                     if (mb * R + r >= M) break;                                                 \
-                    float *yp = y + (size_t)(mb * R + r - Y0) * N + n;                          \
+                    float *yp = y + (mb * R + r - Y0) * LDY + (n - YC0);                         \
                     _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
                         *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[r][v], lo, hi);         \
                 }                                                                               \
@@ -105,7 +106,7 @@
                     float sum = bias ? bias[row] : 0.0f;                                        \
                     if (residual) sum += residual[(size_t)row * N + n];                         \
                     _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u) sum += acc[u][r];       \
-                    y[(size_t)(row - Y0) * N + n] = ISA(clip1)(sum, lo, hi);                    \
+                    y[(row - Y0) * LDY + (n - YC0)] = ISA(clip1)(sum, lo, hi);                  \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
@@ -125,7 +126,7 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
                     const float *xp = a->x + (size_t)a->block_col[j] * N + n;
                     for (int c = 0; c < C; ++c) acc += w[c * R + r] * xp[(size_t)c * N];
                 }
-                a->y[(size_t)(row - a->y_row0) * N + n] = ISA(clip1)(acc, a->lo, a->hi);
+                a->y[(size_t)(row - a->y_row0) * a->ldy + (n - a->y_col0)] = ISA(clip1)(acc, a->lo, a->hi);
             }
         }
     }

@@ -232,31 +232,47 @@ def test_depthwise_3x3_reuses_scratch_across_planes_and_calls() -> None:
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
 
 
+CONV_DEPTHWISE_CASES = [
+    # channels, mid channels, image size, first conv (kernel, stride, pad), depthwise stride, kernel
+    (5, 13, (9, 7), (1, 1, 0), 1, 3),
+    (8, 20, (112, 112), (1, 1, 0), 2, 3),
+    (6, 12, (30, 31), (1, 1, 0), 1, 3),
+    (4, 9, (10, 11), (1, 1, 0), 2, 5),
+    (4, 64, (64, 200), (1, 1, 0), 1, 3),  # many bands
+    (4, 48, (40, 150), (1, 1, 0), 1, 5),
+    (3, 16, (224, 224), (3, 2, 1), 1, 3),  # MobileNet's stem + first depthwise, im2col per band
+    (3, 12, (33, 29), (3, 1, 0), 2, 3),
+    (2, 8, (20, 21), (5, 2, 2), 1, 3),
+]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize(
-    "channels,expanded,size,stride,kernel",
-    [(5, 13, (9, 7), 1, 3), (8, 20, (112, 112), 2, 3), (6, 12, (30, 31), 1, 3), (4, 9, (10, 11), 2, 5),
-     (4, 64, (64, 200), 1, 3), (4, 48, (40, 150), 1, 5)],
-)  # fmt: skip
-def test_expand_depthwise_equals_the_two_layers(
-    fmt: str, isa: str, threads: int, channels, expanded, size, stride, kernel
+@pytest.mark.parametrize("channels,mid,size,first,stride,kernel", CONV_DEPTHWISE_CASES)
+def test_conv_depthwise_equals_the_two_layers(
+    fmt: str, isa: str, threads: int, channels, mid, size, first, stride, kernel
 ) -> None:
-    """Fused 1x1 + depthwise == one after the other; the large images run in many bands."""
-    rng = np.random.default_rng(expanded * 7 + stride)
-    w = sparsify(rng.standard_normal((expanded, channels)), 0.6, BLOCK_SHAPES[fmt])
+    """Fused conv + depthwise == one after the other, in bands, pointwise or through im2col."""
+    rng = np.random.default_rng(mid * 7 + stride)
+    ck, cs, cp = first
+    if channels * ck * ck < BLOCK_SHAPES[fmt][1]:
+        pytest.skip("fewer columns than the block width")
+    w = sparsify(rng.standard_normal((mid, channels * ck * ck)), 0.6, BLOCK_SHAPES[fmt])
     x = rng.standard_normal((2, channels, *size)).astype(np.float32)
-    bias = rng.standard_normal(expanded).astype(np.float32)
-    dw = rng.standard_normal((expanded, 1, kernel, kernel)).astype(np.float32)
-    dw_bias = rng.standard_normal(expanded).astype(np.float32)
+    bias = rng.standard_normal(mid).astype(np.float32)
+    dw = rng.standard_normal((mid, 1, kernel, kernel)).astype(np.float32)
+    dw_bias = rng.standard_normal(mid).astype(np.float32)
     pad = kernel // 2
-    pads, clip = (pad, pad, pad, pad), (0.0, 6.0)
-    packed = pack(w, fmt)
-    fused = kernels.expand_depthwise(
-        x, packed, bias, clip, dw, (stride, stride), pads, (1, 1), dw_bias, (-1.0, 4.0),
-        threads=threads, isa=isa,  # type: ignore[arg-type]
+    conv = ((ck, ck), (cs, cs), (cp,) * 4, (1, 1))
+    depthwise = ((kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
+    clip, packed = (0.0, 6.0), pack(w, fmt)
+    fused = kernels.conv_depthwise(
+        x, packed, bias, clip, dw, conv, depthwise, dw_bias, (-1.0, 4.0), threads=threads,
+        isa=isa,  # type: ignore[arg-type]
     )  # fmt: skip
-    middle = kernels.sparse_conv2d(x, packed, (1, 1), bias=bias, clip=clip, isa=isa)  # type: ignore[arg-type]
-    expected = _torch_depthwise(middle, dw, dw_bias, stride, pads, (-1.0, 4.0))
+    middle = kernels.sparse_conv2d(
+        x, packed, (ck, ck), (cs, cs), (cp,) * 4, bias=bias, clip=clip, isa=isa,  # type: ignore[arg-type]
+    )  # fmt: skip
+    expected = _torch_depthwise(middle, dw, dw_bias, stride, (pad,) * 4, (-1.0, 4.0))
     np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-4)

@@ -1,8 +1,9 @@
 """Fusion of consecutive kernel layers into one C call, after the executor has cut the graph.
 
-A sparse 1x1 convolution whose (activated) output feeds only a depthwise convolution becomes one
-:func:`workers.runtime.kernels.expand_depthwise` call: MobileNet's expand + depthwise pair, where
-the expanded tensor is the largest activation of the block and need not reach memory.
+A convolution on the sparse kernels whose (activated) output feeds only a depthwise convolution
+becomes one :func:`workers.runtime.kernels.conv_depthwise` call: MobileNet's expand + depthwise
+pairs (and its stem + first depthwise), where the tensor between the two is the largest
+activation of the block and need not reach memory.
 """
 
 from __future__ import annotations
@@ -15,37 +16,35 @@ from workers.runtime.sparse_ops import KernelLayer
 
 Step = TypeVar("Step")
 
-POINTWISE = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
 
-
-def _is_pointwise_sparse(layer: KernelLayer) -> bool:
-    return layer.is_sparse and layer.geometry == POINTWISE and layer.residual_name is None
+def _is_sparse_conv(layer: KernelLayer) -> bool:
+    return layer.is_sparse and layer.geometry is not None and layer.residual_name is None
 
 
 def _is_depthwise(layer: KernelLayer) -> bool:
     return not layer.is_sparse and layer.geometry is not None
 
 
-def fuse_expand_depthwise(expand: KernelLayer, depthwise: KernelLayer) -> KernelLayer:
-    """One layer running ``expand`` (sparse 1x1 conv, bias, clip) then ``depthwise``."""
-    assert depthwise.geometry is not None
-    _, strides, pads, dilations = depthwise.geometry
+def fuse_conv_depthwise(first: KernelLayer, depthwise: KernelLayer) -> KernelLayer:
+    """One layer running ``first`` (sparse conv, bias, clip) then ``depthwise``."""
+    assert first.geometry is not None and depthwise.geometry is not None
+    conv, dw_geometry = first.geometry, depthwise.geometry
     dw_weight, dw_bias, dw_clip = depthwise.weights, depthwise.bias, depthwise.clip
 
     def call(x, weights, bias, clip, threads, residual, workspace):
-        return kernels.expand_depthwise(
-            x, weights, bias, clip, dw_weight, strides, pads, dilations, dw_bias, dw_clip,
-            threads, workspace=workspace,
+        return kernels.conv_depthwise(
+            x, weights, bias, clip, dw_weight, conv, dw_geometry, dw_bias, dw_clip, threads,
+            workspace=workspace,
         )  # fmt: skip
 
     return KernelLayer(
-        f"{expand.node_name}+{depthwise.node_name}", "Conv+DepthwiseConv", expand.input_name,
-        depthwise.output_name, expand.weights, expand.bias, call, clip=expand.clip,
+        f"{first.node_name}+{depthwise.node_name}", "Conv+DepthwiseConv", first.input_name,
+        depthwise.output_name, first.weights, first.bias, call, clip=first.clip,
     )  # fmt: skip
 
 
 def fuse_steps(steps: Sequence[Step], private: Callable[[str], bool]) -> list[Step]:
-    """Merge every (sparse 1x1 conv, depthwise conv) pair of consecutive kernel layers.
+    """Merge every (sparse conv, depthwise conv) pair of consecutive kernel layers.
 
     Args:
         steps: the executor's steps in order (kernel layers and onnxruntime segments).
@@ -57,12 +56,12 @@ def fuse_steps(steps: Sequence[Step], private: Callable[[str], bool]) -> list[St
         if (
             isinstance(step, KernelLayer)
             and isinstance(previous, KernelLayer)
-            and _is_pointwise_sparse(previous)
+            and _is_sparse_conv(previous)
             and _is_depthwise(step)
             and step.input_name == previous.output_name
             and private(previous.output_name)
         ):
-            fused[-1] = fuse_expand_depthwise(previous, step)  # type: ignore[assignment]
+            fused[-1] = fuse_conv_depthwise(previous, step)  # type: ignore[assignment]
         else:
             fused.append(step)
     return fused

@@ -28,6 +28,10 @@ except ImportError as error:  # pragma: no cover - depends on the build
     ) from error
 
 Isa = Literal["auto", "avx2", "portable"]
+#: (kernel_shape, strides, pads, dilations) of a 2-D convolution; pads: top, left, bottom, right.
+ConvGeometry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+#: 1x1, unit stride, no padding: a convolution that is a matrix product over pixels.
+POINTWISE: ConvGeometry = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
 _ISA_CODES = {"portable": 0, "avx2": 1, "auto": -1}
 _ISA_NAMES = {0: "portable", 1: "avx2"}
 
@@ -251,57 +255,61 @@ def depthwise_conv2d(
     return out
 
 
-def expand_depthwise(
+def conv_depthwise(
     x: np.ndarray,
     weights: SparseMatrix,
     bias: np.ndarray | None,
     clip: tuple[float, float] | None,
     dw_weight: np.ndarray,
-    strides: Sequence[int] = (1, 1),
-    pads: Sequence[int] = (0, 0, 0, 0),
-    dilations: Sequence[int] = (1, 1),
+    conv: ConvGeometry = POINTWISE,
+    depthwise: ConvGeometry | None = None,
     dw_bias: np.ndarray | None = None,
     dw_clip: tuple[float, float] | None = None,
     threads: int = 1,
     isa: Isa | None = None,
     workspace: Workspace | None = None,
 ) -> np.ndarray:
-    """A sparse 1x1 convolution followed by a depthwise one, the pair fused (MobileNet blocks).
+    """A sparse convolution followed by a depthwise one, the pair fused (MobileNet blocks).
 
-    ``depthwise(clip(W @ x + bias)) `` with its own bias and clip, computed in chunks of channels
-    that stay in cache, so the expanded tensor is never written out whole.
+    ``depthwise(clip(conv(x, W) + bias))`` with its own bias and clip, computed in bands of rows
+    that stay in cache, so the tensor between the two is never written out whole.
 
     Args:
         x: (B, Cin, H, W) float32.
-        weights, bias, clip: the 1x1 convolution (weights packed as (Cexp, Cin)).
-        dw_weight: (Cexp, 1, kh, kw) depthwise filters.
-        strides, pads, dilations, dw_bias, dw_clip: the depthwise convolution's, as in
-            :func:`depthwise_conv2d`.
+        weights, bias, clip: the first convolution, weights packed as (Cmid, Cin * kh * kw).
+        dw_weight: (Cmid, 1, kh, kw) depthwise filters.
+        conv, depthwise: (kernel_shape, strides, pads, dilations) of the two convolutions
+            (pads: top, left, bottom, right); the depthwise one defaults to 3x3, padding 1.
+        dw_bias, dw_clip: the depthwise convolution's bias and activation bounds.
         threads, isa, workspace: as in :func:`sparse_conv2d`.
 
     Returns:
-        (B, Cexp, Hout, Wout) float32.
+        (B, Cmid, Hout, Wout) float32.
     """
     batch, channels, height, width = x.shape
+    (ckh, ckw), (csh, csw), (cpt, cpl, cpb, cpr), (cdh, cdw) = conv
+    (kh, kw), strides, pads, dilations = depthwise or ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
     m, k = weights.shape
-    kh, kw = dw_weight.shape[-2:]
-    if k != channels or dw_weight.shape[0] != m or dw_weight.size != m * kh * kw:
+    if k != channels * ckh * ckw or dw_weight.shape[0] != m or dw_weight.size != m * kh * kw:
         raise ValueError(
             f"shapes do not chain: x {x.shape}, W {weights.shape}, dw {dw_weight.shape}"
         )
+    mid_h = conv_output_size(height, ckh, csh, cpt, cpb, cdh)
+    mid_w = conv_output_size(width, ckw, csw, cpl, cpr, cdw)
     pt, pl, pb, pr = pads
-    oh = conv_output_size(height, kh, strides[0], pt, pb, dilations[0])
-    ow = conv_output_size(width, kw, strides[1], pl, pr, dilations[1])
+    oh = conv_output_size(mid_h, kh, strides[0], pt, pb, dilations[0])
+    ow = conv_output_size(mid_w, kw, strides[1], pl, pr, dilations[1])
     out = _array(workspace, "out", (batch, m, oh, ow))
     lo, hi = _activation_bounds(clip)
     dw_lo, dw_hi = _activation_bounds(dw_clip)
     br, bc = weights.block_shape
-    _ext.expand_depthwise(
+    _ext.conv_depthwise(
         m, k, br, bc, weights.block_ptr, weights.block_col, weights.values,
         None if bias is None else np.ascontiguousarray(bias, dtype=np.float32), lo, hi,
+        channels, height, width, ckh, ckw, csh, csw, cpt, cpl, cdh, cdw,
         np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(dw_weight, dtype=np.float32),
         None if dw_bias is None else np.ascontiguousarray(dw_bias, dtype=np.float32), out, batch,
-        height, width, oh, ow, kh, kw, strides[0], strides[1], pt, pl, pb, pr,
+        mid_h, mid_w, oh, ow, kh, kw, strides[0], strides[1], pt, pl, pb, pr,
         dilations[0], dilations[1], dw_lo, dw_hi, max(int(threads), 1), _isa_code(isa),
     )  # fmt: skip
     return out

@@ -29,8 +29,6 @@ AUTO_FORMATS = ("4x1", "4x4", "8x1")
 STEM_CHANNELS = 4
 
 Clip = tuple[float, float] | None
-#: (kernel_shape, strides, pads, dilations) of a Conv layer.
-ConvGeometry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 LayerCall = Callable[..., np.ndarray]
@@ -54,7 +52,7 @@ class KernelLayer:
     clip: Clip = None
     residual_name: str | None = None
     workspace: kernels.Workspace = field(default_factory=kernels.Workspace)
-    geometry: ConvGeometry | None = None  # Conv layers only
+    geometry: kernels.ConvGeometry | None = None  # Conv layers only
 
     @property
     def is_sparse(self) -> bool:

@@ -172,85 +172,7 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
     }
 }
 
-/* ---- Fused expand + depthwise ----------------------------------------------------------
- * A 1x1 convolution (sparse W: m x k over n = h * w pixels) whose output feeds only a depthwise
- * convolution, computed band by band: the expanded rows one band of depthwise output rows needs
- * (with the filter's halo, recomputed by the next band) stay in L2, so MobileNet's expanded
- * tensors (megabytes) never travel to memory and X is read about once. With several threads,
- * each band's channels are split between them (the depthwise part is per channel). */
-#define FUSED_BAND_BYTES (320 * 1024)
-
-typedef struct {
-    int chunk;   /* channels per work item, a multiple of the block rows */
-    int chunks;  /* work items per band */
-    int band;    /* depthwise output rows per band */
-    int in_rows; /* expanded rows a full band reads */
-} fused_plan;
-
-static fused_plan plan_fused(const spmm_args *e, const depthwise_args *d, int threads) {
-    fused_plan p;
-    const int br = e->block_rows, reach = (d->kh - 1) * d->dh + 1;
-    p.chunk = (e->m + threads - 1) / threads;
-    p.chunk = (p.chunk + br - 1) / br * br;
-    if (p.chunk < br) p.chunk = br;
-    p.chunks = (e->m + p.chunk - 1) / p.chunk;
-    long rows = FUSED_BAND_BYTES / (4L * p.chunk * (d->w > 0 ? d->w : 1));
-    p.band = rows > reach ? (int)((rows - reach) / d->sh) + 1 : 1;
-    if (p.band > d->oh) p.band = d->oh;
-    if (p.band < 1) p.band = 1;
-    p.in_rows = (p.band - 1) * d->sh + reach;
-    if (p.in_rows > d->h) p.in_rows = d->h;
-    return p;
-}
-
-static void fused_item(range_fn spmm, planes_fn dw, const spmm_args *e, const depthwise_args *d,
-                       const fused_plan *plan, int item, float *buffer, float *scratch) {
-    const int i0 = item / plan->chunks * plan->band, c0 = item % plan->chunks * plan->chunk;
-    const int i1 = i0 + plan->band < d->oh ? i0 + plan->band : d->oh;
-    const int c1 = c0 + plan->chunk < e->m ? c0 + plan->chunk : e->m;
-    /* Input rows [lo, hi) of the band, clipped to the image; the rest is padding. */
-    const int lo = i0 * d->sh - d->pt, hi = (i1 - 1) * d->sh - d->pt + (d->kh - 1) * d->dh + 1;
-    const int r0 = lo > 0 ? lo : 0, r1 = hi < d->h ? hi : d->h;
-    spmm_args a = *e;
-    a.y = buffer;
-    a.y_row0 = c0;
-    a.y_col0 = r0 * d->w;
-    a.ldy = (r1 - r0) * d->w;
-    if (r1 > r0)
-        spmm(&a, c0 / e->block_rows, (c1 + e->block_rows - 1) / e->block_rows, r0 * d->w,
-             r1 * d->w);
-    depthwise_args p = *d;
-    p.x = buffer;
-    p.h = r1 > r0 ? r1 - r0 : 0;
-    p.pt = r0 - lo;
-    p.pb = hi - (r1 > r0 ? r1 : r0);
-    p.oh = i1 - i0;
-    p.y = d->y + (size_t)c0 * d->oh * d->ow + (size_t)i0 * d->ow;
-    p.y_plane = d->oh * d->ow;
-    p.ch0 = c0;
-    dw(&p, 0, c1 - c0, scratch);
-}
-
-static void expand_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
-                             const depthwise_args *d, int threads, float *buffers,
-                             float *scratch) {
-    const fused_plan plan = plan_fused(e, d, threads);
-    const int items = (d->oh + plan.band - 1) / plan.band * plan.chunks;
-    const size_t buffer_floats = (size_t)plan.chunk * plan.in_rows * d->w;
-    const size_t scratch_floats = depthwise_scratch_floats(d);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && items > 1)
-#endif
-    for (int item = 0; item < items; ++item) {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        fused_item(spmm, dw, e, d, &plan, item, buffers + buffer_floats * t,
-                   scratch + scratch_floats * t);
-    }
-}
+#include "fused.h"
 
 /* ---- Python bindings ---------------------------------------------------------------------
  * Python passes plain buffers; every one taken is released by release_all on every path. */
@@ -413,35 +335,42 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     return PyLong_FromLong(chosen);
 }
 
-static PyObject *py_expand_depthwise(PyObject *self, PyObject *args) {
+static PyObject *py_conv_depthwise(PyObject *self, PyObject *args) {
     PyObject *ptr_o, *col_o, *val_o, *ebias_o, *x_o, *w_o, *dbias_o, *y_o;
     int batch, threads, isa;
     spmm_args e = {0};
+    conv_geometry g;
     depthwise_args d = {0};
     buffer_set s = {.count = 0};
     (void)self;
-    if (!PyArg_ParseTuple(args, "iiiiOOOOffOOOOiiiiiiiiiiiiiiiffii", &e.m, &e.k, &e.block_rows,
-                          &e.block_cols, &ptr_o, &col_o, &val_o, &ebias_o, &e.lo, &e.hi, &x_o,
-                          &w_o, &dbias_o, &y_o, &batch, PARSE_DEPTHWISE_GEOMETRY(d), &threads,
-                          &isa))
+    if (!PyArg_ParseTuple(args, "iiiiOOOOffiiiiiiiiiiiOOOOiiiiiiiiiiiiiiiffii", &e.m, &e.k,
+                          &e.block_rows, &e.block_cols, &ptr_o, &col_o, &val_o, &ebias_o, &e.lo,
+                          &e.hi, &g.c, &g.h, &g.w, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl, &g.dh,
+                          &g.dw, &x_o, &w_o, &dbias_o, &y_o, &batch, PARSE_DEPTHWISE_GEOMETRY(d),
+                          &threads, &isa))
         return NULL;
     d.c = e.m;
     e.n = d.h * d.w;
-    const size_t xs = (size_t)e.k * e.n, ys = (size_t)d.c * d.oh * d.ow;
+    const size_t xs = (size_t)g.c * g.h * g.w, ys = (size_t)d.c * d.oh * d.ow;
     const float *x;
     float *y;
+    if (g.c < 0 || g.h < 0 || g.w < 0 || g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 ||
+        g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0 || e.k != g.c * g.kh * g.kw) {
+        PyErr_SetString(PyExc_ValueError, "conv_depthwise: invalid convolution geometry");
+        return NULL;
+    }
     if (batch < 0 || take_sparse(&s, &e, ptr_o, col_o, val_o, ebias_o) < 0 ||
         take_depthwise(&s, &d, w_o, dbias_o) < 0 || !(x = take(&s, x_o, batch * xs, 0, 0, "x")) ||
         !(y = take(&s, y_o, batch * ys, 1, 0, "y"))) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "expand_depthwise: negative batch");
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "conv_depthwise: negative batch");
         release_all(&s);
         return NULL;
     }
     const int chosen = pick_isa(isa);
     if (threads < 1) threads = 1;
-    const fused_plan plan = plan_fused(&e, &d, threads);
+    const fused_plan plan = plan_fused(&e, &g, &d, threads);
     const size_t scratch_floats = depthwise_scratch_floats(&d);
-    float *buffers = malloc(sizeof(float) * plan.chunk * plan.in_rows * d.w * threads + 64);
+    float *buffers = malloc(sizeof(float) * (plan.buffer_floats + plan.cols_floats) * threads + 64);
     float *scratch = calloc(scratch_floats * threads, sizeof(float));
     if (!buffers || !scratch) {
         free(buffers);
@@ -453,48 +382,14 @@ static PyObject *py_expand_depthwise(PyObject *self, PyObject *args) {
     for (int b = 0; b < batch; ++b) {
         e.x = x + b * xs;
         d.y = y + b * ys;
-        expand_depthwise(spmm_for(chosen), depthwise_for(chosen), &e, &d, threads, buffers,
-                         scratch);
+        conv_depthwise(spmm_for(chosen), depthwise_for(chosen), &e, &g, &d, threads, buffers,
+                       buffers + plan.buffer_floats * threads, scratch);
     }
     Py_END_ALLOW_THREADS
     free(buffers);
     free(scratch);
     release_all(&s);
     return PyLong_FromLong(chosen);
-}
-
-/* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
-static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
-                   int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
-    int rows = c * kh * kw;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (int row = 0; row < rows; ++row) {
-        int ch = row / (kh * kw), ki = (row / kw) % kh, kj = row % kw;
-        const float *src = x + (size_t)ch * h * w;
-        float *dst = out + (size_t)row * oh * ow;
-        /* Output columns [j0, j1) read inside the row; the others are padding. */
-        const int off = kj * dw - pl;
-        int j0 = off < 0 ? (-off + sw - 1) / sw : 0, j1 = w - off > 0 ? (w - off + sw - 1) / sw : 0;
-        if (j1 > ow) j1 = ow;
-        if (j0 > j1) j0 = j1;
-        for (int i = 0; i < oh; ++i) {
-            int ih = i * sh - pt + ki * dh;
-            float *d = dst + (size_t)i * ow;
-            if (ih < 0 || ih >= h) {
-                memset(d, 0, sizeof(float) * ow);
-                continue;
-            }
-            const float *s = src + (size_t)ih * w + off;
-            for (int j = 0; j < j0; ++j) d[j] = 0.0f;
-            if (sw == 1) memcpy(d + j0, s + j0, sizeof(float) * (j1 - j0));
-            else if (sw == 2) for (int j = j0; j < j1; ++j) d[j] = s[2 * j];
-            else for (int j = j0; j < j1; ++j) d[j] = s[(size_t)j * sw];
-            for (int j = j1; j < ow; ++j) d[j] = 0.0f;
-        }
-    }
-    (void)threads;
 }
 
 static PyObject *py_im2col(PyObject *self, PyObject *args) {
@@ -547,10 +442,11 @@ static PyMethodDef methods[] = {
     {"depthwise", py_depthwise, METH_VARARGS,
      "depthwise(x, weight, bias, y, batch, c, h, w, oh, ow, kh, kw, sh, sw, pad_top, pad_left, "
      "pad_bottom, pad_right, dh, dw, lo, hi, threads, isa) -> isa used"},
-    {"expand_depthwise", py_expand_depthwise, METH_VARARGS,
-     "expand_depthwise(m, k, block_rows, block_cols, block_ptr, block_col, values, bias, lo, hi, "
-     "x, dw_weight, dw_bias, y, batch, h, w, oh, ow, kh, kw, sh, sw, pad_top, pad_left, "
-     "pad_bottom, pad_right, dh, dw, dw_lo, dw_hi, threads, isa) -> isa used"},
+    {"conv_depthwise", py_conv_depthwise, METH_VARARGS,
+     "conv_depthwise(m, k, block_rows, block_cols, block_ptr, block_col, values, bias, lo, hi, "
+     "c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, x, dw_weight, dw_bias, y, batch, "
+     "dw_h, dw_w, oh, ow, dw_kh, dw_kw, dw_sh, dw_sw, dw_pad_top, dw_pad_left, dw_pad_bottom, "
+     "dw_pad_right, dw_dh, dw_dw, dw_lo, dw_hi, threads, isa) -> isa used"},
     {"im2col", py_im2col, METH_VARARGS,
      "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
     {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},

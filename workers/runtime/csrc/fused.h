@@ -1,0 +1,142 @@
+/* A convolution with sparse weights whose output feeds only a depthwise convolution (MobileNet's
+ * expand + depthwise, or a stem + depthwise), computed band by band of depthwise output rows:
+ * the first convolution's rows that one band needs (with the filter's halo, recomputed by the
+ * next band) stay in L2, so the tensor between the two never travels to memory and the input is
+ * read about once. A first convolution other than 1x1/stride 1/no padding runs im2col per band.
+ * With several threads, each band's channels are split between them (the depthwise part is per
+ * channel). Included by sparse_kernels.c after the kernels and the thread helpers. */
+
+/* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels.
+ * pt may be negative (a band starting below the top of the output). */
+static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
+                   int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
+    int rows = c * kh * kw;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int row = 0; row < rows; ++row) {
+        int ch = row / (kh * kw), ki = (row / kw) % kh, kj = row % kw;
+        const float *src = x + (size_t)ch * h * w;
+        float *dst = out + (size_t)row * oh * ow;
+        /* Output columns [j0, j1) read inside the row; the others are padding. */
+        const int off = kj * dw - pl;
+        int j0 = off < 0 ? (-off + sw - 1) / sw : 0, j1 = w - off > 0 ? (w - off + sw - 1) / sw : 0;
+        if (j1 > ow) j1 = ow;
+        if (j0 > j1) j0 = j1;
+        for (int i = 0; i < oh; ++i) {
+            int ih = i * sh - pt + ki * dh;
+            float *d = dst + (size_t)i * ow;
+            if (ih < 0 || ih >= h) {
+                memset(d, 0, sizeof(float) * ow);
+                continue;
+            }
+            const float *s = src + (size_t)ih * w + off;
+            for (int j = 0; j < j0; ++j) d[j] = 0.0f;
+            if (sw == 1) memcpy(d + j0, s + j0, sizeof(float) * (j1 - j0));
+            else if (sw == 2) for (int j = j0; j < j1; ++j) d[j] = s[2 * j];
+            else for (int j = j0; j < j1; ++j) d[j] = s[(size_t)j * sw];
+            for (int j = j1; j < ow; ++j) d[j] = 0.0f;
+        }
+    }
+    (void)threads;
+}
+
+
+/* Geometry of the first convolution over an image of c x h x w; 1x1 unit stride unpadded runs
+ * the sparse product straight on the input. */
+typedef struct {
+    int c, h, w, kh, kw, sh, sw, pt, pl, dh, dw;
+} conv_geometry;
+
+static int is_pointwise(const conv_geometry *g) {
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
+}
+
+#define FUSED_BAND_BYTES (320 * 1024)
+
+typedef struct {
+    int chunk;   /* channels per work item, a multiple of the block rows */
+    int chunks;  /* work items per band */
+    int band;    /* depthwise output rows per band */
+    int in_rows; /* rows of the first convolution's output a full band reads */
+    size_t buffer_floats, cols_floats; /* per thread: that output, and its band's im2col */
+} fused_plan;
+
+static fused_plan plan_fused(const spmm_args *e, const conv_geometry *g, const depthwise_args *d,
+                             int threads) {
+    fused_plan p;
+    const int br = e->block_rows, reach = (d->kh - 1) * d->dh + 1;
+    p.chunk = (e->m + threads - 1) / threads;
+    p.chunk = (p.chunk + br - 1) / br * br;
+    if (p.chunk < br) p.chunk = br;
+    p.chunks = (e->m + p.chunk - 1) / p.chunk;
+    const long row_floats = (long)(p.chunk + (is_pointwise(g) ? 0 : e->k)) * (d->w > 0 ? d->w : 1);
+    const long rows = FUSED_BAND_BYTES / (4 * row_floats);
+    p.band = rows > reach ? (int)((rows - reach) / d->sh) + 1 : 1;
+    if (p.band > d->oh) p.band = d->oh;
+    if (p.band < 1) p.band = 1;
+    p.in_rows = (p.band - 1) * d->sh + reach;
+    if (p.in_rows > d->h) p.in_rows = d->h;
+    p.buffer_floats = (size_t)p.chunk * p.in_rows * d->w;
+    p.cols_floats = is_pointwise(g) ? 0 : (size_t)e->k * p.in_rows * d->w;
+    return p;
+}
+
+/* One band of depthwise rows [i0, i1) for channels [c0, c1). e->x is the image (pointwise) or
+ * its input image; ``cols`` this thread's im2col buffer. */
+static void fused_item(range_fn spmm, planes_fn dw, const spmm_args *e, const conv_geometry *g,
+                       const depthwise_args *d, const fused_plan *plan, int item, float *buffer,
+                       float *cols, float *scratch) {
+    const int i0 = item / plan->chunks * plan->band, c0 = item % plan->chunks * plan->chunk;
+    const int i1 = i0 + plan->band < d->oh ? i0 + plan->band : d->oh;
+    const int c1 = c0 + plan->chunk < e->m ? c0 + plan->chunk : e->m;
+    /* Rows [lo, hi) of the first convolution's output, clipped to it; the rest is padding. */
+    const int lo = i0 * d->sh - d->pt, hi = (i1 - 1) * d->sh - d->pt + (d->kh - 1) * d->dh + 1;
+    const int r0 = lo > 0 ? lo : 0, r1 = hi < d->h ? hi : d->h;
+    const int mb0 = c0 / e->block_rows, mb1 = (c1 + e->block_rows - 1) / e->block_rows;
+    spmm_args a = *e;
+    a.y = buffer;
+    a.y_row0 = c0;
+    a.ldy = (r1 - r0) * d->w;
+    if (r1 > r0 && is_pointwise(g)) {
+        a.y_col0 = r0 * d->w;
+        spmm(&a, mb0, mb1, r0 * d->w, r1 * d->w);
+    } else if (r1 > r0) {
+        im2col(e->x, cols, g->c, g->h, g->w, g->kh, g->kw, g->sh, g->sw, g->pt - r0 * g->sh, g->pl,
+               g->dh, g->dw, r1 - r0, d->w, 1);
+        a.x = cols;
+        a.n = (r1 - r0) * d->w;
+        spmm(&a, mb0, mb1, 0, a.n);
+    }
+    depthwise_args p = *d;
+    p.x = buffer;
+    p.h = r1 > r0 ? r1 - r0 : 0;
+    p.pt = r0 - lo;
+    p.pb = hi - (r1 > r0 ? r1 : r0);
+    p.oh = i1 - i0;
+    p.y = d->y + (size_t)c0 * d->oh * d->ow + (size_t)i0 * d->ow;
+    p.y_plane = d->oh * d->ow;
+    p.ch0 = c0;
+    dw(&p, 0, c1 - c0, scratch);
+}
+
+/* One image; ``buffers``, ``cols`` and ``scratch`` hold one slice per thread (plan sizes). */
+static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
+                           const conv_geometry *g, const depthwise_args *d, int threads,
+                           float *buffers, float *cols, float *scratch) {
+    const fused_plan plan = plan_fused(e, g, d, threads);
+    const int items = (d->oh + plan.band - 1) / plan.band * plan.chunks;
+    const size_t scratch_floats = depthwise_scratch_floats(d);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && items > 1)
+#endif
+    for (int item = 0; item < items; ++item) {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        fused_item(spmm, dw, e, g, d, &plan, item, buffers + plan.buffer_floats * t,
+                   cols + plan.cols_floats * t, scratch + scratch_floats * t);
+    }
+}

@@ -58,7 +58,8 @@ def test_dense_layers_stay_in_onnxruntime() -> None:
     model = small_cnn(0.3)
     executor = SparseExecutor(model, min_sparsity=0.5)
     # The dense 3x3 stem on 3 channels runs in the kernels with every weight stored (as fast as
-    # dense there), and the depthwise convolution has a C kernel of its own; the rest stays.
+    # dense there) and the depthwise convolution has a C kernel of its own; pooling and
+    # flattening follow a dense convolution, so they stay in its onnxruntime segment.
     assert [layer.node_name for layer in executor.kernel_layers] == ["stem", "dw"]
     assert executor.kernel_layers[0].weights.format == "4x1"  # type: ignore[union-attr]
     assert executor.segment_count == 2
@@ -126,3 +127,27 @@ def test_chained_residual_adds_all_fuse() -> None:
     assert executor.kernel_layers[1].clip == (0.0, float("inf")) and executor.segment_count == 0
     x = rng.standard_normal((2, 8, 5, 5)).astype(np.float32)
     _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))
+
+
+@pytest.mark.parametrize("axis", [1, 2, -1, 0])
+def test_glue_ops_run_without_onnxruntime(axis: int) -> None:
+    """GlobalAveragePool (+ fused Relu) and Flatten on their own: no segment, same numbers."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"], "pool"),
+        helper.make_node("Relu", ["g"], ["r"], "relu"),
+        helper.make_node("Flatten", ["r"], ["y"], "flatten", axis=axis),
+    ]
+    graph = helper.make_graph(
+        nodes, "glue", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    executor = SparseExecutor(model)
+    assert executor.segment_count == 0
+    assert executor.kernel_layers[0].clip == (0.0, float("inf"))  # Relu fused into the pool
+    x = np.random.default_rng(5).standard_normal((2, 5, 4, 3)).astype(np.float32)
+    (got,), (want,) = executor.run({"x": x}), _onnxruntime(model, {"x": x})
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from workers.runtime import glue_ops  # noqa: F401 - registers GlobalAveragePool and Flatten
 from workers.runtime.fusion import fuse_steps
 from workers.runtime.sparse_ops import KernelLayer, initializer_arrays, make_layer
 
@@ -133,6 +134,10 @@ class SparseExecutor:
             if index in fused or all(name in constants for name in node.output):
                 continue  # Constant/Identity-of-constant outputs are folded in where used
             layer = make_layer(node, constants, fmt, min_sparsity)
+            if layer is not None and layer.weights is None and steps:
+                # A weight-free glue op after dense nodes stays with them: on its own it would
+                # cut their segment in two (one more session.run) to save microseconds.
+                layer = None if isinstance(steps[-1], _Segment) else layer
             if layer is None:
                 if not steps or not isinstance(steps[-1], _Segment):
                     steps.append(_Segment([]))

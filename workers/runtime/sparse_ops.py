@@ -46,7 +46,7 @@ class KernelLayer:
     op_type: str
     input_name: str
     output_name: str
-    weights: SparseMatrix | np.ndarray
+    weights: SparseMatrix | np.ndarray | None  # None: a weight-free glue op (glue_ops)
     bias: np.ndarray | None
     call: LayerCall
     clip: Clip = None

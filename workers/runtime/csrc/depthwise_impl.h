@@ -97,6 +97,44 @@ static inline __attribute__((always_inline)) V8F ISA(dw3_load)(const float *row,
             *(V8FU *)(d + pos[v]) = ISA(clip8)(acc[v], lo, hi);                                  \
     } while (0)
 
+/* Stride 1, two output rows at once: input rows 1 and 2 serve both, so each loaded vector feeds
+ * two FMAs (12 loads for 18 FMAs instead of 18) and 2 * NVG chains run side by side. */
+#define DW3_PAIR_ROW(x0, x1, x2, acc, ta, tb, tc)                                               \
+    do {                                                                                         \
+        acc += ta * x0;                                                                          \
+        acc += tb * x1;                                                                          \
+        acc += tc * x2;                                                                          \
+    } while (0)
+
+#define DW3_PAIR_GROUP(NVG, start)                                                               \
+    do {                                                                                         \
+        int pos[NVG];                                                                            \
+        V8F top[NVG], bottom[NVG];                                                               \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVG; ++v) {                                 \
+            int at = (start) + v * VEC_FLOATS;                                                   \
+            pos[v] = at + VEC_FLOATS <= ow ? at : ow - VEC_FLOATS;                               \
+            top[v] = bottom[v] = bias;                                                           \
+        }                                                                                        \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVG; ++v) {                                 \
+            const float *p0 = r0 + pos[v], *p1 = r1 + pos[v], *p2 = r2 + pos[v];                 \
+            const float *p3 = r3 + pos[v];                                                       \
+            V8F x0 = *(const V8FU *)p0, x1 = *(const V8FU *)(p0 + 1), x2 = *(const V8FU *)(p0 + 2); \
+            DW3_PAIR_ROW(x0, x1, x2, top[v], t0, t1, t2);                                        \
+            x0 = *(const V8FU *)p1, x1 = *(const V8FU *)(p1 + 1), x2 = *(const V8FU *)(p1 + 2);  \
+            DW3_PAIR_ROW(x0, x1, x2, top[v], t3, t4, t5);                                        \
+            DW3_PAIR_ROW(x0, x1, x2, bottom[v], t0, t1, t2);                                     \
+            x0 = *(const V8FU *)p2, x1 = *(const V8FU *)(p2 + 1), x2 = *(const V8FU *)(p2 + 2);  \
+            DW3_PAIR_ROW(x0, x1, x2, top[v], t6, t7, t8);                                        \
+            DW3_PAIR_ROW(x0, x1, x2, bottom[v], t3, t4, t5);                                     \
+            x0 = *(const V8FU *)p3, x1 = *(const V8FU *)(p3 + 1), x2 = *(const V8FU *)(p3 + 2);  \
+            DW3_PAIR_ROW(x0, x1, x2, bottom[v], t6, t7, t8);                                     \
+        }                                                                                        \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NVG; ++v) {                                 \
+            *(V8FU *)(d + pos[v]) = ISA(clip8)(top[v], lo, hi);                                  \
+            *(V8FU *)(d + ow + pos[v]) = ISA(clip8)(bottom[v], lo, hi);                          \
+        }                                                                                        \
+    } while (0)
+
 #define DEFINE_DW3(S_)                                                                           \
     static void ISA(dw3x3_rows_s##S_)(const float *pad, int rs, const float *k, float b,         \
                                        float lo, float hi, int oh, int ow, float *dst) {         \
@@ -114,6 +152,12 @@ static inline __attribute__((always_inline)) V8F ISA(dw3_load)(const float *row,
                 float lanes[VEC_FLOATS];                                                         \
                 *(V8FU *)lanes = ISA(clip8)(acc, lo, hi);                                        \
                 memcpy(d, lanes, sizeof(float) * ow);                                            \
+                continue;                                                                        \
+            }                                                                                    \
+            if (S == 1 && i + 1 < oh) {                                                          \
+                const float *r3 = r2 + rs;                                                       \
+                for (int start = 0; start < ow; start += 2 * VEC_FLOATS) DW3_PAIR_GROUP(2, start); \
+                ++i;                                                                             \
                 continue;                                                                        \
             }                                                                                    \
             int start = 0;                                                                       \
@@ -141,6 +185,8 @@ static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *sc
 }
 
 #undef DEFINE_DW3
+#undef DW3_PAIR_GROUP
+#undef DW3_PAIR_ROW
 #undef DW3_GROUP
 #undef DW3_TAPS
 #undef DW3_NV

@@ -276,3 +276,17 @@ def test_conv_depthwise_equals_the_two_layers(
     )  # fmt: skip
     expected = _torch_depthwise(middle, dw, dw_bias, stride, (pad,) * 4, (-1.0, 4.0))
     np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_column_count_splits_into_tiles_exactly(fmt: str, isa: str) -> None:
+    """Columns 1..140: balanced tile widths, overlapped last vectors and panel edges."""
+    rng = np.random.default_rng(23)
+    w = sparsify(rng.standard_normal((9, 24)), 0.7, BLOCK_SHAPES[fmt])
+    packed = pack(w, fmt)
+    for n in range(1, 141):
+        x = rng.standard_normal((24, n)).astype(np.float32)
+        for threads in (1, 2):
+            y = kernels.spmm(packed, x, threads=threads, isa=isa)  # type: ignore[arg-type]
+            np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4, err_msg=str(n))

@@ -133,31 +133,21 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
 }
 
 /* Register budget (16 vector registers on AVX2 and SSE2): R * NV accumulators, NV loads of X and
- * one broadcast weight. Enough independent accumulators hide the FMA latency. */
+ * one broadcast weight. Enough independent accumulators hide the FMA latency; every width up to
+ * the widest is compiled so that a row of N columns splits into tiles of nearly equal width
+ * (see spmm_range) instead of full tiles plus a narrow or recomputed remainder. */
 #ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 4
 #endif
-#ifndef CSR_NV
-#define CSR_NV 8
-#endif
-#ifndef B41_NV
+#define CSR_NV 8 /* widest tile per block shape, in vectors (bench/results: tile sweeps) */
 #define B41_NV 3
-#endif
-#ifndef B44_NV
+#define B81_NV 1
 #define B44_NV 2
-#endif
-#define DEFINE_SHAPE(R_, C_, NV_) DEFINE_TILE(R_, C_, NV_) DEFINE_TILE(R_, C_, 1)
-#define DEFINE_SHAPE_EXPANDED(R_, C_, NV_) DEFINE_SHAPE(R_, C_, NV_)
-DEFINE_SHAPE_EXPANDED(1, 1, CSR_NV)
-#if CSR_NV > 4
-DEFINE_TILE(1, 1, 4)
-#define CSR_MID ISA(tile_1x1_4)
-#else
-#define CSR_MID NULL
-#endif
-DEFINE_SHAPE_EXPANDED(4, 1, B41_NV)
+DEFINE_TILE(1, 1, 1) DEFINE_TILE(1, 1, 2) DEFINE_TILE(1, 1, 3) DEFINE_TILE(1, 1, 4)
+DEFINE_TILE(1, 1, 5) DEFINE_TILE(1, 1, 6) DEFINE_TILE(1, 1, 7) DEFINE_TILE(1, 1, 8)
+DEFINE_TILE(4, 1, 1) DEFINE_TILE(4, 1, 2) DEFINE_TILE(4, 1, 3)
 DEFINE_TILE(8, 1, 1)
-DEFINE_SHAPE_EXPANDED(4, 4, B44_NV)
+DEFINE_TILE(4, 4, 1) DEFINE_TILE(4, 4, 2)
 DEFINE_SCALAR(1, 1, 4)
 DEFINE_SCALAR(4, 1, 2)
 DEFINE_SCALAR(8, 1, 1)
@@ -165,68 +155,88 @@ DEFINE_SCALAR(4, 4, 1)
 
 typedef void (*ISA(tile_fn))(const spmm_args *, int, int, int, int);
 
-#define PICK(R_, C_, NV_)                                                                        \
-    wide = ISA(tile_##R_##x##C_##_##NV_), narrow = ISA(tile_##R_##x##C_##_1),                    \
-    scalar = ISA(scalar_##R_##x##C_), wide_cols = (NV_) * VEC_FLOATS
-#define PICK_EXPANDED(R_, C_, NV_) PICK(R_, C_, NV_)
+/* Tiles by width in vectors (index 0 unused), the widest width, and the scalar kernel. */
+typedef struct {
+    ISA(tile_fn) tiles[9];
+    int widest;
+    ISA(tile_fn) scalar;
+} ISA(tile_set);
+
+static const ISA(tile_set) ISA(csr_tiles) = {
+    {NULL, ISA(tile_1x1_1), ISA(tile_1x1_2), ISA(tile_1x1_3), ISA(tile_1x1_4), ISA(tile_1x1_5),
+     ISA(tile_1x1_6), ISA(tile_1x1_7), ISA(tile_1x1_8)},
+    CSR_NV, ISA(scalar_1x1)};
+static const ISA(tile_set) ISA(b41_tiles) = {
+    {NULL, ISA(tile_4x1_1), ISA(tile_4x1_2), ISA(tile_4x1_3)}, B41_NV, ISA(scalar_4x1)};
+static const ISA(tile_set) ISA(b81_tiles) = {{NULL, ISA(tile_8x1_1)}, B81_NV, ISA(scalar_8x1)};
+static const ISA(tile_set) ISA(b44_tiles) = {
+    {NULL, ISA(tile_4x4_1), ISA(tile_4x4_2)}, B44_NV, ISA(scalar_4x4)};
 
 /* X columns per panel: a panel of X (K rows) stays within about half of a 512 KiB L2. */
 #define PANEL_BYTES (256 * 1024)
 
-/* Rows [mb0, mb1) of block rows and columns [n0, n1) of X/Y, panel by panel: wide tiles, single
- * vectors, then the last partial vector recomputed overlapping (same values, same order) or, for
- * ranges narrower than a vector, scalar code. */
+/* Columns [c0, c1) as tiles of nearly equal width: v vectors in t tiles, the first v % t of them
+ * v / t + 1 vectors wide and the others v / t, so every tile keeps most of the widest tile's FMA
+ * chains. Each run of equal tiles is one call (rows outer, tiles inner: a row's weights stay in
+ * L1 across its tiles). A partial last vector is recomputed overlapping columns before it (same
+ * values, same order), never before ``lo`` (the caller's range start, a vector or more back). */
+static void ISA(balanced_tiles)(const ISA(tile_set) *set, const spmm_args *a, int mb0, int mb1,
+                                int c0, int c1, int lo) {
+    const int vectors = (c1 - c0 + VEC_FLOATS - 1) / VEC_FLOATS;
+    const int tiles = (vectors + set->widest - 1) / set->widest;
+    const int base = vectors / tiles, wider = vectors % tiles, cols = base * VEC_FLOATS;
+    int at = c0;
+    if (wider) { /* ends before c1: at least one base-width tile follows */
+        set->tiles[base + 1](a, mb0, mb1, at, at + wider * (cols + VEC_FLOATS));
+        at += wider * (cols + VEC_FLOATS);
+    }
+    const int last = at + (tiles - wider - 1) * cols; /* start of the last tile */
+    if (last > at) set->tiles[base](a, mb0, mb1, at, last);
+    if (last + cols <= c1) {
+        set->tiles[base](a, mb0, mb1, last, last + cols);
+    } else if (c1 - cols >= lo) { /* shifted back over columns already done */
+        set->tiles[base](a, mb0, mb1, c1 - cols, c1);
+    } else { /* no room to shift: one vector less, then the few columns left */
+        const int done = last + cols - VEC_FLOATS;
+        if (base > 1) set->tiles[base - 1](a, mb0, mb1, last, done);
+        /* A single-vector tile is one serial FMA chain per row; up to 3 columns cost less as
+         * scalar code with interleaved sums. */
+        if (c1 - done <= 3) set->scalar(a, mb0, mb1, done, c1);
+        else set->tiles[1](a, mb0, mb1, c1 - VEC_FLOATS, c1);
+    }
+}
+
+/* Rows [mb0, mb1) of block rows and columns [n0, n1) of X/Y, in panels of columns that keep X in
+ * L2 (the last panel up to twice as wide); ranges narrower than a vector run scalar code. */
 static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {
-    ISA(tile_fn) wide, narrow, scalar, mid = NULL;
-    int wide_cols;
-    if (a->block_rows == 1 && a->block_cols == 1) {
-        PICK_EXPANDED(1, 1, CSR_NV);
-        mid = CSR_MID; /* 4 vectors: enough chains for short rows where 8 do not fit */
-    } else if (a->block_rows == 4 && a->block_cols == 1) {
-        PICK_EXPANDED(4, 1, B41_NV);
-    } else if (a->block_rows == 8 && a->block_cols == 1) {
-        PICK_EXPANDED(8, 1, 1);
-    } else if (a->block_rows == 4 && a->block_cols == 4) {
-        PICK_EXPANDED(4, 4, B44_NV);
-    } else {
+    const ISA(tile_set) *set;
+    if (a->block_rows == 1 && a->block_cols == 1) set = &ISA(csr_tiles);
+    else if (a->block_rows == 4 && a->block_cols == 1) set = &ISA(b41_tiles);
+    else if (a->block_rows == 8 && a->block_cols == 1) set = &ISA(b81_tiles);
+    else if (a->block_rows == 4 && a->block_cols == 4) set = &ISA(b44_tiles);
+    else {
         ISA(tile_scalar)(a, mb0, mb1, n0, n1);
         return;
     }
     if (n1 - n0 < VEC_FLOATS) {
-        scalar(a, mb0, mb1, n0, n1);
+        set->scalar(a, mb0, mb1, n0, n1);
         return;
     }
+    /* Panels are whole widest tiles; the last one takes the remainder, split evenly. */
+    const int tile_cols = set->widest * VEC_FLOATS;
     long panel = PANEL_BYTES / (4L * (a->k > 0 ? a->k : 1));
-    panel = panel < wide_cols ? wide_cols : panel / wide_cols * wide_cols;
-    const int mid_cols = 4 * VEC_FLOATS;
-    for (int p0 = n0; p0 < n1; p0 += (int)panel) {
-        int p1 = p0 + panel < n1 ? p0 + (int)panel : n1;
-        int n = p0 + (p1 - p0) / wide_cols * wide_cols;
-        if (n > p0) wide(a, mb0, mb1, p0, n);
-        /* A partial tile at the end is recomputed overlapping the previous columns (same values,
-         * same order) when the range allows, so short rows keep all their FMA chains. */
-        if (n < p1 && p1 - n0 >= wide_cols) {
-            wide(a, mb0, mb1, p1 - wide_cols, p1);
-            continue;
-        }
-        if (mid && n < p1 && p1 - n0 >= mid_cols) {
-            int mid_end = n + (p1 - n) / mid_cols * mid_cols;
-            if (mid_end > n) mid(a, mb0, mb1, n, mid_end);
-            if (mid_end < p1) mid(a, mb0, mb1, p1 - mid_cols, p1);
-            continue;
-        }
-        int narrow_end = n + (p1 - n) / VEC_FLOATS * VEC_FLOATS;
-        if (narrow_end > n) narrow(a, mb0, mb1, n, narrow_end);
-        if (narrow_end < p1) narrow(a, mb0, mb1, p1 - VEC_FLOATS, p1);
+    panel = panel < tile_cols ? tile_cols : panel / tile_cols * tile_cols;
+    for (int at = n0; at < n1;) {
+        const int end = n1 - at < 2 * panel ? n1 : at + (int)panel;
+        ISA(balanced_tiles)(set, a, mb0, mb1, at, end, n0);
+        at = end;
     }
 }
 
-#undef PICK
-#undef CSR_MID
-
-#undef PICK_EXPANDED
-#undef DEFINE_SHAPE
-#undef DEFINE_SHAPE_EXPANDED
+#undef CSR_NV
+#undef B41_NV
+#undef B81_NV
+#undef B44_NV
 #undef DEFINE_TILE
 #undef DEFINE_SCALAR
 #undef SPMM_LOCALS

@@ -290,3 +290,11 @@ def test_every_column_count_splits_into_tiles_exactly(fmt: str, isa: str) -> Non
         for threads in (1, 2):
             y = kernels.spmm(packed, x, threads=threads, isa=isa)  # type: ignore[arg-type]
             np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4, err_msg=str(n))
+
+
+def test_workspace_arrays_are_64_byte_aligned() -> None:
+    workspace = kernels.Workspace()
+    for shape in [(1, 3, 5, 7), (13,), (2, 49)]:
+        array = workspace.get(f"role{len(shape)}", shape)
+        assert array.shape == shape and array.dtype == np.float32 and array.flags.c_contiguous
+        assert array.ctypes.data % 64 == 0

@@ -70,12 +70,25 @@ class Workspace:
         """A float32 C-contiguous array of ``shape`` for ``role`` (contents undefined)."""
         array = self._arrays.get(role)
         if array is None or array.shape != shape:
-            array = self._arrays[role] = np.empty(shape, dtype=np.float32)
+            array = self._arrays[role] = aligned_empty(shape)
         return array
 
 
+def aligned_empty(shape: tuple[int, ...], alignment: int = 64) -> np.ndarray:
+    """An uninitialised float32 array whose data starts on an ``alignment``-byte boundary.
+
+    NumPy only guarantees 16 bytes; the kernels' 32-byte vector loads of a row then straddle
+    cache lines, which costs 15-20% on CSR (bench: aligned vs 16-byte-offset X, same process).
+    Layer outputs are the next layer's inputs, so the executor's arrays are all aligned.
+    """
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count + alignment // 4, dtype=np.float32)
+    start = (-raw.ctypes.data % alignment) // 4
+    return raw[start : start + count].reshape(shape)
+
+
 def _array(workspace: Workspace | None, role: str, shape: tuple[int, ...]) -> np.ndarray:
-    return workspace.get(role, shape) if workspace else np.empty(shape, dtype=np.float32)
+    return workspace.get(role, shape) if workspace else aligned_empty(shape)
 
 
 def _activation_bounds(clip: tuple[float, float] | None) -> tuple[float, float]:

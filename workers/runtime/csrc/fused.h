@@ -77,8 +77,8 @@ static fused_plan plan_fused(const spmm_args *e, const conv_geometry *g, const d
     if (p.band < 1) p.band = 1;
     p.in_rows = (p.band - 1) * d->sh + reach;
     if (p.in_rows > d->h) p.in_rows = d->h;
-    p.buffer_floats = (size_t)p.chunk * p.in_rows * d->w;
-    p.cols_floats = is_pointwise(g) ? 0 : (size_t)e->k * p.in_rows * d->w;
+    p.buffer_floats = round16((size_t)p.chunk * p.in_rows * d->w);
+    p.cols_floats = is_pointwise(g) ? 0 : round16((size_t)e->k * p.in_rows * d->w);
     return p;
 }
 

@@ -43,6 +43,17 @@ typedef struct {
     int y_plane; /* floats between output planes; 0 means oh * ow */
 } depthwise_args;
 
+/* Floats on a 64-byte boundary (free() releases them), zeroed on request; NULL when out of
+ * memory. Per-thread slices are multiples of 16 floats, so every slice stays aligned. */
+static float *aligned_floats(size_t count, int zero) {
+    void *memory = NULL;
+    if (posix_memalign(&memory, 64, sizeof(float) * (count + 16)) != 0) return NULL;
+    if (zero) memset(memory, 0, sizeof(float) * (count + 16));
+    return memory;
+}
+
+static size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
+
 /* 3x3 depthwise filters with dilation 1 and equal strides 1 or 2 run the fast path. */
 static int depthwise_fast_3x3(const depthwise_args *a) {
     return a->kh == 3 && a->kw == 3 && a->dh == 1 && a->dw == 1 && a->sh == a->sw &&
@@ -59,7 +70,7 @@ static int depthwise_row_floats(const depthwise_args *a) {
 
 /* One thread's zeroed scratch: the padded plane and spare floats for over-reads. */
 static size_t depthwise_scratch_floats(const depthwise_args *a) {
-    return (size_t)(a->h + a->pt + a->pb) * depthwise_row_floats(a) + 64;
+    return round16((size_t)(a->h + a->pt + a->pb) * depthwise_row_floats(a) + 64);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -313,7 +324,7 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     planes_fn fn = depthwise_for(chosen);
     if (threads < 1) threads = 1;
     const size_t scratch_floats = depthwise_scratch_floats(&a);
-    float *scratch = calloc(scratch_floats * threads, sizeof(float));
+    float *scratch = aligned_floats(scratch_floats * threads, 1);
     if (!scratch) {
         release_all(&s);
         return PyErr_NoMemory();
@@ -370,8 +381,8 @@ static PyObject *py_conv_depthwise(PyObject *self, PyObject *args) {
     if (threads < 1) threads = 1;
     const fused_plan plan = plan_fused(&e, &g, &d, threads);
     const size_t scratch_floats = depthwise_scratch_floats(&d);
-    float *buffers = malloc(sizeof(float) * (plan.buffer_floats + plan.cols_floats) * threads + 64);
-    float *scratch = calloc(scratch_floats * threads, sizeof(float));
+    float *buffers = aligned_floats((plan.buffer_floats + plan.cols_floats) * threads, 0);
+    float *scratch = aligned_floats(scratch_floats * threads, 1);
     if (!buffers || !scratch) {
         free(buffers);
         free(scratch);

@@ -171,6 +171,75 @@ static inline __attribute__((always_inline)) V8F ISA(dw3_load)(const float *row,
 DEFINE_DW3(1)
 DEFINE_DW3(2)
 
+/* Stride 1 with one column of padding on each side ("same" padding), rows of 9 or more: no
+ * padded copy at all. Rows outside the image read a row of zeros; the first and last vectors of
+ * a row take their out-of-row tap from a lane shift with a zero lane; the vectors between load
+ * the source rows directly (the last vector overlaps the one before when ow is not a multiple). */
+#if VEC_FLOATS == 8
+#define SHIFT_IN_LEFT ((V8I){8, 0, 1, 2, 3, 4, 5, 6})
+#define SHIFT_IN_RIGHT ((V8I){1, 2, 3, 4, 5, 6, 7, 8})
+#else
+#define SHIFT_IN_LEFT ((V8I){4, 0, 1, 2})
+#define SHIFT_IN_RIGHT ((V8I){1, 2, 3, 4})
+#endif
+
+static int ISA(dw3x3_direct_ok)(const depthwise_args *a) {
+    return a->sh == 1 && a->pl == 1 && a->pr == 1 && a->w >= VEC_FLOATS + 1 && a->ow == a->w;
+}
+
+#define DW3_DIRECT_ROW(row, ta, tb, tc, edge)                                                    \
+    do {                                                                                         \
+        const V8F mid = *(const V8FU *)((row) + pos);                                            \
+        const V8F left = (edge) < 0 ? __builtin_shuffle(mid, zero, SHIFT_IN_LEFT)                \
+                                    : *(const V8FU *)((row) + pos - 1);                          \
+        const V8F right = (edge) > 0 ? __builtin_shuffle(mid, zero, SHIFT_IN_RIGHT)              \
+                                     : *(const V8FU *)((row) + pos + 1);                         \
+        acc += ta * left;                                                                        \
+        acc += tb * mid;                                                                         \
+        acc += tc * right;                                                                       \
+    } while (0)
+
+/* One output vector at ``pos``; edge -1: first vector, +1: last vector, 0: inside. */
+#define DW3_DIRECT_VECTOR(pos_, edge)                                                            \
+    do {                                                                                         \
+        const int pos = (pos_);                                                                  \
+        V8F acc = bias;                                                                          \
+        DW3_DIRECT_ROW(r0, t0, t1, t2, edge);                                                    \
+        DW3_DIRECT_ROW(r1, t3, t4, t5, edge);                                                    \
+        DW3_DIRECT_ROW(r2, t6, t7, t8, edge);                                                    \
+        *(V8FU *)(d + pos) = ISA(clip8)(acc, lo, hi);                                            \
+    } while (0)
+
+static void ISA(dw3x3_rows_direct)(const depthwise_args *a, const float *src, const float *zeros,
+                                   const float *k, float b, float *dst) {
+    const int w = a->w, h = a->h, ow = a->ow, pt = a->pt;
+    const float lo = a->lo, hi = a->hi;
+    const V8F t0 = SPLAT(k[0]), t1 = SPLAT(k[1]), t2 = SPLAT(k[2]), t3 = SPLAT(k[3]);
+    const V8F t4 = SPLAT(k[4]), t5 = SPLAT(k[5]), t6 = SPLAT(k[6]), t7 = SPLAT(k[7]);
+    const V8F t8 = SPLAT(k[8]), bias = SPLAT(b), zero = SPLAT(0.0f);
+    for (int i = 0; i < a->oh; ++i) {
+        const float *rows[3];
+        for (int ki = 0; ki < 3; ++ki) {
+            const int r = i - pt + ki;
+            rows[ki] = r >= 0 && r < h ? src + (size_t)r * w : zeros;
+        }
+        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+        float *d = dst + (size_t)i * ow;
+        DW3_DIRECT_VECTOR(0, -1);
+        /* Inside vectors at VEC_FLOATS, 2 VEC_FLOATS, ... before the last vector's start: they
+         * read columns up to at + VEC_FLOATS <= ow - 1, inside the row. */
+        for (int at = VEC_FLOATS; at < ow - VEC_FLOATS; at += VEC_FLOATS) DW3_DIRECT_VECTOR(at, 0);
+        DW3_DIRECT_VECTOR(ow - VEC_FLOATS, 1);
+    }
+}
+
+#undef DW3_DIRECT_VECTOR
+#undef DW3_DIRECT_ROW
+#undef SHIFT_IN_LEFT
+#undef SHIFT_IN_RIGHT
+
+/* The scratch starts zeroed and the direct path never writes it: its first floats are the row
+ * of zeros (a call uses one path for all its planes: the choice depends on the geometry only). */
 static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *scratch) {
     const int rs = depthwise_row_floats(a);
     for (int p = p0; p < p1; ++p) {
@@ -178,6 +247,10 @@ static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *sc
         const float *k = a->weight + (size_t)ch * 9;
         const float b = a->bias ? a->bias[ch] : 0.0f;
         float *dst = ISA(dw_out_plane)(a, p);
+        if (ISA(dw3x3_direct_ok)(a)) {
+            ISA(dw3x3_rows_direct)(a, a->x + (size_t)p * a->h * a->w, scratch, k, b, dst);
+            continue;
+        }
         ISA(dw3x3_fill)(a, a->x + (size_t)p * a->h * a->w, scratch, rs);
         if (a->sh == 1) ISA(dw3x3_rows_s1)(scratch, rs, k, b, a->lo, a->hi, a->oh, a->ow, dst);
         else ISA(dw3x3_rows_s2)(scratch, rs, k, b, a->lo, a->hi, a->oh, a->ow, dst);

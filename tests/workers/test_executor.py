@@ -151,3 +151,13 @@ def test_glue_ops_run_without_onnxruntime(axis: int) -> None:
     (got,), (want,) = executor.run({"x": x}), _onnxruntime(model, {"x": x})
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_runs_alternating_input_shapes() -> None:
+    """Runners are prepared per input shape: alternating batch sizes and image sizes stay exact."""
+    model = small_cnn(0.85, "4x1")
+    executor = SparseExecutor(model, threads=2, fmt="4x1")
+    rng = np.random.default_rng(8)
+    for shape in [(2, 3, 15, 13), (1, 3, 15, 13), (2, 3, 15, 13), (3, 3, 15, 13)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))

@@ -270,10 +270,10 @@ def test_conv_depthwise_equals_the_two_layers(
     conv = ((ck, ck), (cs, cs), (cp,) * 4, (1, 1))
     depthwise = ((kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
     clip, packed = (0.0, 6.0), pack(w, fmt)
-    fused = kernels.conv_depthwise(
-        x, packed, bias, clip, dw, conv, depthwise, dw_bias, (-1.0, 4.0), threads=threads,
+    fused = kernels.plan_conv_depthwise(
+        x.shape, packed, bias, clip, dw, conv, depthwise, dw_bias, (-1.0, 4.0), threads=threads,
         isa=isa,  # type: ignore[arg-type]
-    )  # fmt: skip
+    )(x, None)  # fmt: skip
     middle = kernels.sparse_conv2d(
         x, packed, (ck, ck), (cs, cs), (cp,) * 4, bias=bias, clip=clip, isa=isa,  # type: ignore[arg-type]
     )  # fmt: skip

@@ -1,7 +1,7 @@
 """Fusion of consecutive kernel layers into one C call, after the executor has cut the graph.
 
 A convolution on the sparse kernels whose (activated) output feeds only a depthwise convolution
-becomes one :func:`workers.runtime.kernels.conv_depthwise` call: MobileNet's expand + depthwise
+becomes one :func:`workers.runtime.kernels.plan_conv_depthwise` runner: MobileNet's expand + depthwise
 pairs (and its stem + first depthwise), where the tensor between the two is the largest
 activation of the block and need not reach memory.
 """
@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
+
 from workers.runtime import kernels
+from workers.runtime.sparse_formats import SparseMatrix
 from workers.runtime.sparse_ops import KernelLayer
 
 Step = TypeVar("Step")
@@ -28,18 +31,19 @@ def _is_depthwise(layer: KernelLayer) -> bool:
 def fuse_conv_depthwise(first: KernelLayer, depthwise: KernelLayer) -> KernelLayer:
     """One layer running ``first`` (sparse conv, bias, clip) then ``depthwise``."""
     assert first.geometry is not None and depthwise.geometry is not None
-    conv, dw_geometry = first.geometry, depthwise.geometry
-    dw_weight, dw_bias, dw_clip = depthwise.weights, depthwise.bias, depthwise.clip
 
-    def call(x, weights, bias, clip, threads, residual, workspace):
-        return kernels.conv_depthwise(
-            x, weights, bias, clip, dw_weight, conv, dw_geometry, dw_bias, dw_clip, threads,
-            workspace=workspace,
+    def prepare(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+        assert isinstance(layer.weights, SparseMatrix) and first.geometry is not None
+        assert isinstance(depthwise.weights, np.ndarray)
+        return kernels.plan_conv_depthwise(
+            shape, layer.weights, layer.bias, layer.clip, depthwise.weights, first.geometry,
+            depthwise.geometry, depthwise.bias, depthwise.clip, threads,
+            workspace=layer.workspace,
         )  # fmt: skip
 
     return KernelLayer(
         f"{first.node_name}+{depthwise.node_name}", "Conv+DepthwiseConv", first.input_name,
-        depthwise.output_name, first.weights, first.bias, call, clip=first.clip,
+        depthwise.output_name, first.weights, first.bias, prepare, clip=first.clip,
     )  # fmt: skip
 
 

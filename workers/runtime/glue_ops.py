@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.runtime.sparse_ops import KernelLayer, register_sparse_op
+from workers.runtime.sparse_ops import KernelLayer, register_sparse_op, unplanned
 
 
 def _glue_layer(node, call) -> KernelLayer:
     """A weight-free layer: ``call(x)``, then the fused Relu/Clip if the executor adds one."""
 
-    def run(x, weights, bias, clip, threads, residual, workspace):
+    @unplanned
+    def run(layer, x, threads, residual):
         y = call(x)
-        return y if clip is None else np.clip(y, clip[0], clip[1])
+        return y if layer.clip is None else np.clip(y, layer.clip[0], layer.clip[1])
 
     return KernelLayer(node.name, node.op_type, node.input[0], node.output[0], None, None, run)
 

@@ -8,7 +8,7 @@ portable build); ``SPARSEARCH_KERNEL_ISA=portable`` or ``isa="portable"`` forces
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -177,6 +177,38 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_en
     return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
 
 
+#: A prepared layer call: ``runner(x, residual)`` for one input shape (see the ``plan_*``).
+Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    """``x`` itself when it is C-contiguous float32 (the usual case), else a converted copy."""
+    if x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _optional_f32(x: np.ndarray | None) -> np.ndarray | None:
+    return None if x is None else _f32(x)
+
+
+def _planned_input(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``x`` as float32 C-contiguous, checked against the shape its runner was planned for."""
+    data = _f32(x)
+    if data.shape != tuple(shape):
+        raise ValueError(f"planned for input {tuple(shape)}, got {data.shape}")
+    return data
+
+
+def conv_output_hw(height: int, width: int, geometry: ConvGeometry) -> tuple[int, int]:
+    """(Hout, Wout) of a 2-D convolution with this geometry, as ONNX Conv defines them."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = geometry
+    return (
+        conv_output_size(height, kh, sh, pt, pb, dh),
+        conv_output_size(width, kw, sw, pl, pr, dw),
+    )
+
+
 def sparse_conv2d(
     x: np.ndarray,
     weights: SparseMatrix,
@@ -208,28 +240,51 @@ def sparse_conv2d(
     Returns:
         (B, Cout, Hout, Wout) float32.
     """
-    batch, channels, height, width = x.shape
-    kh, kw = kernel_shape
-    sh, sw = strides
-    pt, pl, pb, pr = pads
-    dh, dw = dilations
-    if weights.shape[1] != channels * kh * kw:
-        raise ValueError(f"weights have {weights.shape[1]} columns, expected {channels * kh * kw}")
-    oh = conv_output_size(height, kh, sh, pt, pb, dh)
-    ow = conv_output_size(width, kw, sw, pl, pr, dw)
-    data = np.ascontiguousarray(x, dtype=np.float32)
+    geometry = (tuple(kernel_shape), tuple(strides), tuple(pads), tuple(dilations))
+    run = plan_sparse_conv2d(x.shape, weights, geometry, bias, clip, threads, isa, workspace)
+    return run(x, residual)
+
+
+def plan_sparse_conv2d(
+    shape: Sequence[int],
+    weights: SparseMatrix,
+    geometry: ConvGeometry,
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    workspace: Workspace | None = None,
+) -> Runner:
+    """:func:`sparse_conv2d` for inputs of ``shape``, with every shape-dependent argument worked
+    out once: the runner only passes its arrays to the C kernel (microseconds per layer)."""
+    batch, channels, height, width = shape
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = geometry
+    m, k = weights.shape
+    if k != channels * kh * kw:
+        raise ValueError(f"weights have {k} columns, expected {channels * kh * kw}")
+    oh, ow = conv_output_hw(height, width, geometry)
     direct = (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
-    if direct:
-        cols = data.reshape(batch, channels, height * width)
-    else:
-        cols = _array(workspace, "im2col", (batch, channels * kh * kw, oh * ow))
-        for image in range(batch):
-            _ext.im2col(data[image], cols[image], channels, height, width, kh, kw, sh, sw,
-                        pt, pl, dh, dw, oh, ow, max(int(threads), 1))  # fmt: skip
-    residual_flat = None if residual is None else residual.reshape(batch, weights.shape[0], -1)
-    out = _array(workspace, "out", (batch, weights.shape[0], oh * ow))
-    result = spmm(weights, cols, bias, clip, threads, isa, out=out, residual=residual_flat)
-    return result.reshape(batch, weights.shape[0], oh, ow)
+    cols = None if direct else _array(workspace, "im2col", (batch, k, oh * ow))
+    out = _array(workspace, "out", (batch, m, oh, ow))
+    lo, hi = _activation_bounds(clip)
+    br, bc = weights.block_shape
+    bias_data = _optional_f32(bias)
+    threads, isa_code = max(int(threads), 1), _isa_code(isa)
+
+    def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        data = _planned_input(x, shape)
+        if cols is not None:
+            for image in range(batch):
+                _ext.im2col(data[image], cols[image], channels, height, width, kh, kw, sh, sw,
+                            pt, pl, dh, dw, oh, ow, threads)  # fmt: skip
+        _ext.spmm(
+            m, k, oh * ow, br, bc, weights.block_ptr, weights.block_col, weights.values,
+            data if cols is None else cols, out, bias_data, _optional_f32(residual), batch, lo, hi,
+            threads, isa_code,
+        )  # fmt: skip
+        return out
+
+    return run
 
 
 def depthwise_conv2d(
@@ -250,26 +305,46 @@ def depthwise_conv2d(
     whose depthwise convolution is slow outside its own NCHWc-transformed graphs. Arguments
     are as in :func:`sparse_conv2d`.
     """
-    batch, channels, height, width = x.shape
-    kh, kw = weight.shape[-2:]
+    geometry = (tuple(weight.shape[-2:]), tuple(strides), tuple(pads), tuple(dilations))
+    return plan_depthwise_conv2d(x.shape, weight, geometry, bias, clip, threads, isa, workspace)(
+        x, None
+    )
+
+
+def plan_depthwise_conv2d(
+    shape: Sequence[int],
+    weight: np.ndarray,
+    geometry: ConvGeometry,
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    workspace: Workspace | None = None,
+) -> Runner:
+    """:func:`depthwise_conv2d` for inputs of ``shape`` (see :func:`plan_sparse_conv2d`)."""
+    batch, channels, height, width = shape
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = geometry
     if weight.shape[0] != channels or weight.size != channels * kh * kw:
         raise ValueError(f"depthwise weight {weight.shape} does not match {channels} channels")
-    pt, pl, pb, pr = pads
-    oh = conv_output_size(height, kh, strides[0], pt, pb, dilations[0])
-    ow = conv_output_size(width, kw, strides[1], pl, pr, dilations[1])
+    oh, ow = conv_output_hw(height, width, geometry)
     out = _array(workspace, "out", (batch, channels, oh, ow))
-    bias_data = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    weight_data, bias_data = _f32(weight), _optional_f32(bias)
     lo, hi = _activation_bounds(clip)
-    _ext.depthwise(
-        np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(weight, dtype=np.float32),
-        bias_data, out, batch, channels, height, width, oh, ow, kh, kw, strides[0], strides[1],
-        pt, pl, pb, pr, dilations[0], dilations[1], lo, hi, max(int(threads), 1), _isa_code(isa),
-    )  # fmt: skip
-    return out
+    threads, isa_code = max(int(threads), 1), _isa_code(isa)
+
+    def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        data = _planned_input(x, shape)
+        _ext.depthwise(
+            data, weight_data, bias_data, out, batch, channels, height, width, oh, ow, kh, kw,
+            sh, sw, pt, pl, pb, pr, dh, dw, lo, hi, threads, isa_code,
+        )  # fmt: skip
+        return out
+
+    return run
 
 
-def conv_depthwise(
-    x: np.ndarray,
+def plan_conv_depthwise(
+    shape: Sequence[int],
     weights: SparseMatrix,
     bias: np.ndarray | None,
     clip: tuple[float, float] | None,
@@ -281,14 +356,14 @@ def conv_depthwise(
     threads: int = 1,
     isa: Isa | None = None,
     workspace: Workspace | None = None,
-) -> np.ndarray:
+) -> Runner:
     """A sparse convolution followed by a depthwise one, the pair fused (MobileNet blocks).
 
     ``depthwise(clip(conv(x, W) + bias))`` with its own bias and clip, computed in bands of rows
     that stay in cache, so the tensor between the two is never written out whole.
 
     Args:
-        x: (B, Cin, H, W) float32.
+        shape: the input's (B, Cin, H, W); the runner takes float32 x of that shape.
         weights, bias, clip: the first convolution, weights packed as (Cmid, Cin * kh * kw).
         dw_weight: (Cmid, 1, kh, kw) depthwise filters.
         conv, depthwise: (kernel_shape, strides, pads, dilations) of the two convolutions
@@ -297,32 +372,35 @@ def conv_depthwise(
         threads, isa, workspace: as in :func:`sparse_conv2d`.
 
     Returns:
-        (B, Cmid, Hout, Wout) float32.
+        ``runner(x, None)`` -> (B, Cmid, Hout, Wout) float32, prepared once per shape (see
+        :func:`plan_sparse_conv2d`).
     """
-    batch, channels, height, width = x.shape
-    (ckh, ckw), (csh, csw), (cpt, cpl, cpb, cpr), (cdh, cdw) = conv
+    batch, channels, height, width = shape
+    (ckh, ckw), (csh, csw), (cpt, cpl, _, _), (cdh, cdw) = conv
     (kh, kw), strides, pads, dilations = depthwise or ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
     m, k = weights.shape
     if k != channels * ckh * ckw or dw_weight.shape[0] != m or dw_weight.size != m * kh * kw:
         raise ValueError(
-            f"shapes do not chain: x {x.shape}, W {weights.shape}, dw {dw_weight.shape}"
+            f"shapes do not chain: x {tuple(shape)}, W {weights.shape}, dw {dw_weight.shape}"
         )
-    mid_h = conv_output_size(height, ckh, csh, cpt, cpb, cdh)
-    mid_w = conv_output_size(width, ckw, csw, cpl, cpr, cdw)
+    mid_h, mid_w = conv_output_hw(height, width, conv)
+    oh, ow = conv_output_hw(mid_h, mid_w, ((kh, kw), strides, pads, dilations))
     pt, pl, pb, pr = pads
-    oh = conv_output_size(mid_h, kh, strides[0], pt, pb, dilations[0])
-    ow = conv_output_size(mid_w, kw, strides[1], pl, pr, dilations[1])
     out = _array(workspace, "out", (batch, m, oh, ow))
     lo, hi = _activation_bounds(clip)
     dw_lo, dw_hi = _activation_bounds(dw_clip)
     br, bc = weights.block_shape
-    _ext.conv_depthwise(
-        m, k, br, bc, weights.block_ptr, weights.block_col, weights.values,
-        None if bias is None else np.ascontiguousarray(bias, dtype=np.float32), lo, hi,
-        channels, height, width, ckh, ckw, csh, csw, cpt, cpl, cdh, cdw,
-        np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(dw_weight, dtype=np.float32),
-        None if dw_bias is None else np.ascontiguousarray(dw_bias, dtype=np.float32), out, batch,
-        mid_h, mid_w, oh, ow, kh, kw, strides[0], strides[1], pt, pl, pb, pr,
-        dilations[0], dilations[1], dw_lo, dw_hi, max(int(threads), 1), _isa_code(isa),
-    )  # fmt: skip
-    return out
+    bias_data, dw_data, dw_bias_data = _optional_f32(bias), _f32(dw_weight), _optional_f32(dw_bias)
+    threads, isa_code = max(int(threads), 1), _isa_code(isa)
+
+    def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        data = _planned_input(x, shape)
+        _ext.conv_depthwise(
+            m, k, br, bc, weights.block_ptr, weights.block_col, weights.values, bias_data, lo, hi,
+            channels, height, width, ckh, ckw, csh, csw, cpt, cpl, cdh, cdw, data, dw_data,
+            dw_bias_data, out, batch, mid_h, mid_w, oh, ow, kh, kw, strides[0], strides[1],
+            pt, pl, pb, pr, dilations[0], dilations[1], dw_lo, dw_hi, threads, isa_code,
+        )  # fmt: skip
+        return out
+
+    return run

@@ -31,7 +31,8 @@ STEM_CHANNELS = 4
 Clip = tuple[float, float] | None
 
 
-LayerCall = Callable[..., np.ndarray]
+#: ``prepare(layer, input_shape, threads)``: the layer's runner for that shape (kernels.Runner).
+Prepare = Callable[["KernelLayer", tuple[int, ...], int], kernels.Runner]
 
 
 @dataclass
@@ -40,6 +41,9 @@ class KernelLayer:
 
     ``run(x, threads, residual)`` computes ``clip(layer(x) + bias + residual)``: the bias, a
     following residual Add (``residual_name``) and a Relu/Clip are fused into the kernel.
+    ``prepare`` makes a runner per input shape on first use, with every argument of the C call
+    worked out, so later runs cost microseconds of Python; the executor fuses (sets ``clip``,
+    ``residual_name``) before any run.
     """
 
     node_name: str
@@ -48,11 +52,14 @@ class KernelLayer:
     output_name: str
     weights: SparseMatrix | np.ndarray | None  # None: a weight-free glue op (glue_ops)
     bias: np.ndarray | None
-    call: LayerCall
+    prepare: Prepare
     clip: Clip = None
     residual_name: str | None = None
     workspace: kernels.Workspace = field(default_factory=kernels.Workspace)
     geometry: kernels.ConvGeometry | None = None  # Conv layers only
+    _runners: dict[tuple[tuple[int, ...], int], kernels.Runner] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def is_sparse(self) -> bool:
@@ -65,7 +72,16 @@ class KernelLayer:
 
         The result may live in the layer's workspace: the next call overwrites it.
         """
-        return self.call(x, self.weights, self.bias, self.clip, threads, residual, self.workspace)
+        key = (x.shape, threads)
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = self._runners[key] = self.prepare(self, x.shape, threads)
+        return runner(x, residual)
+
+
+def unplanned(call: Callable[..., np.ndarray]) -> Prepare:
+    """A ``prepare`` for layers without a plan: ``call(layer, x, threads, residual)`` each run."""
+    return lambda layer, shape, threads: lambda x, residual: call(layer, x, threads, residual)
 
 
 SparseOpRule = Callable[[onnx.NodeProto, dict[str, np.ndarray], str, float], "KernelLayer | None"]
@@ -177,39 +193,45 @@ def conv_rule(node, initializers, fmt, min_sparsity):
     if bias is False:
         return None
     if group == cout and cin_per_group == 1 and group != 1:
-
-        def depthwise(x, weights, bias_, clip, threads, residual, workspace):
-            return kernels.depthwise_conv2d(
-                x, weights, strides, pads, dilations, bias_, clip, threads, workspace=workspace
-            )
-
         layer_weights: SparseMatrix | np.ndarray = weight
-        call: LayerCall = depthwise
+        prepare: Prepare = _plan_depthwise
     elif group == 1 and (
         _sparse_weight(node, initializers, min_sparsity) is not None
         or (cin_per_group <= STEM_CHANNELS and kh * kw > 1)
     ):
-
-        def call(x, weights, bias_, clip, threads, residual, workspace):
-            return kernels.sparse_conv2d(
-                x, weights, (kh, kw), strides, pads, dilations, bias_, clip, threads,
-                residual=residual, workspace=workspace,
-            )  # fmt: skip
-
         matrix = weight.reshape(cout, -1)
         dense = weight_sparsity(weight) < min_sparsity
         layer_weights = _pack(matrix, "4x1" if dense else fmt)
+        prepare = _plan_conv
     else:
         return None
-    layer = KernelLayer(
-        node.name, node.op_type, node.input[0], node.output[0], layer_weights, bias, call
+    return KernelLayer(
+        node.name, node.op_type, node.input[0], node.output[0], layer_weights, bias, prepare,
+        geometry=((kh, kw), strides, pads, dilations),
+    )  # fmt: skip
+
+
+def _plan_depthwise(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+    assert isinstance(layer.weights, np.ndarray) and layer.geometry is not None
+    return kernels.plan_depthwise_conv2d(
+        shape, layer.weights, layer.geometry, layer.bias, layer.clip, threads,
+        workspace=layer.workspace,
+    )  # fmt: skip
+
+
+def _plan_conv(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+    assert isinstance(layer.weights, SparseMatrix) and layer.geometry is not None
+    return kernels.plan_sparse_conv2d(
+        shape, layer.weights, layer.geometry, layer.bias, layer.clip, threads,
+        workspace=layer.workspace,
+    )  # fmt: skip
+
+
+@unplanned
+def _linear_call(layer, x, threads, residual):
+    return kernels.sparse_linear(
+        x, layer.weights, layer.bias, layer.clip, threads, residual=residual
     )
-    layer.geometry = ((kh, kw), strides, pads, dilations)
-    return layer
-
-
-def _linear_call(x, weights, bias, clip, threads, residual, workspace):
-    return kernels.sparse_linear(x, weights, bias, clip, threads, residual=residual)
 
 
 @register_sparse_op("Gemm")

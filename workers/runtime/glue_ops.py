@@ -7,36 +7,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.runtime.sparse_ops import KernelLayer, register_sparse_op, unplanned
+from workers.runtime import kernels
+from workers.runtime.sparse_ops import KernelLayer, register_sparse_op
 
 
-def _glue_layer(node, call) -> KernelLayer:
-    """A weight-free layer: ``call(x)``, then the fused Relu/Clip if the executor adds one."""
-
-    @unplanned
-    def run(layer, x, threads, residual):
-        y = call(x)
-        return y if layer.clip is None else np.clip(y, layer.clip[0], layer.clip[1])
-
-    return KernelLayer(node.name, node.op_type, node.input[0], node.output[0], None, None, run)
+def _glue_layer(node, prepare) -> KernelLayer:
+    """A weight-free layer run by ``prepare(layer, shape, threads)``'s runner."""
+    return KernelLayer(node.name, node.op_type, node.input[0], node.output[0], None, None, prepare)
 
 
 @register_sparse_op("GlobalAveragePool")
 def global_average_pool_rule(node, initializers, fmt, min_sparsity):
-    """Mean over every axis after the channels, kept as size-1 axes (float32, as onnxruntime).
+    """Mean over every axis after the channels, kept as size-1 axes, a fused Relu/Clip applied
+    (one C loop: 7 microseconds for 1280 x 7 x 7 where NumPy's mean takes 67)."""
 
-    As a matrix-vector product with 1/size weights: BLAS is ~8x faster than ``ndarray.mean``
-    on a (1280, 7 * 7) map (8 vs 67 microseconds).
-    """
+    def prepare(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+        planes, size = shape[0] * shape[1], int(np.prod(shape[2:], dtype=np.int64))
+        out = layer.workspace.get("out", (*shape[:2], *[1] * (len(shape) - 2)))
+        lo, hi = layer.clip if layer.clip is not None else (-np.inf, np.inf)
+        average_pool = kernels.extension().average_pool
 
-    def pool(x: np.ndarray) -> np.ndarray:
-        planes = x.reshape(x.shape[0] * x.shape[1], -1)
-        weights = np.full(planes.shape[1], 1.0 / max(planes.shape[1], 1), dtype=np.float32)
-        return (planes.astype(np.float32, copy=False) @ weights).reshape(
-            *x.shape[:2], *[1] * (x.ndim - 2)
-        )
+        def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+            average_pool(kernels.planned_input(x, shape), out, planes, size, lo, hi)
+            return out
 
-    return _glue_layer(node, pool)
+        return run
+
+    return _glue_layer(node, prepare)
 
 
 @register_sparse_op("Flatten")
@@ -44,8 +41,18 @@ def flatten_rule(node, initializers, fmt, min_sparsity):
     """(d0 ... d_{axis-1}, rest) view of the input; a negative axis counts from the end."""
     axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 1)
 
-    def flatten(x: np.ndarray) -> np.ndarray:
-        cut = axis if axis >= 0 else x.ndim + axis
-        return x.reshape(int(np.prod(x.shape[:cut], dtype=np.int64)), -1)
+    def prepare(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+        cut = axis if axis >= 0 else len(shape) + axis
+        flat = (
+            int(np.prod(shape[:cut], dtype=np.int64)),
+            int(np.prod(shape[cut:], dtype=np.int64)),
+        )
+        clip = layer.clip
 
-    return _glue_layer(node, flatten)
+        def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+            y = x.reshape(flat)
+            return y if clip is None else np.clip(y, clip[0], clip[1])
+
+        return run
+
+    return _glue_layer(node, prepare)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,6 +34,11 @@ ConvGeometry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[in
 POINTWISE: ConvGeometry = ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
 _ISA_CODES = {"portable": 0, "avx2": 1, "auto": -1}
 _ISA_NAMES = {0: "portable", 1: "avx2"}
+
+
+def extension() -> Any:
+    """The compiled extension module (for glue ops with a C loop of their own)."""
+    return _ext
 
 
 def build_info() -> dict[str, bool]:
@@ -161,14 +166,41 @@ def sparse_linear(
     """``clip(x @ W.T + bias + residual)`` for x (..., K), sparse W (M, K): Gemm and Linear.
 
     The kernel vectorises over rows of x, so x is transposed to (K, rows) first; that copy is
-    O(rows * K) against O(rows * K * M * density) multiply-adds.
+    O(rows * K) against O(rows * K * M * density) multiply-adds (none for a single row).
     """
+    return plan_sparse_linear(x.shape, weights, bias, clip, threads, isa)(x, residual)
+
+
+def plan_sparse_linear(
+    shape: Sequence[int],
+    weights: SparseMatrix,
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+    threads: int = 1,
+    isa: Isa | None = None,
+    workspace: Workspace | None = None,
+) -> Runner:
+    """:func:`sparse_linear` for inputs of ``shape`` (see :func:`plan_sparse_conv2d`)."""
     m, k = weights.shape
-    lead = x.shape[:-1]
-    rows = x.reshape(-1, k).T
-    residual_t = None if residual is None else residual.reshape(-1, m).T
-    result = spmm(weights, rows, bias, clip, threads, isa, residual=residual_t)
-    return np.ascontiguousarray(result.T).reshape(*lead, m)
+    if not shape or shape[-1] != k:
+        raise ValueError(f"x must be (..., K={k}), got {tuple(shape)}")
+    lead, rows = tuple(shape[:-1]), int(np.prod(shape[:-1], dtype=np.int64))
+    out = _array(workspace, "out", (m, rows))
+    bias_data = _optional_f32(bias)
+    lo, hi = _activation_bounds(clip)
+    br, bc = weights.block_shape
+    threads, isa_code = max(int(threads), 1), _isa_code(isa)
+
+    def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        columns = _f32(planned_input(x, shape).reshape(rows, k).T)
+        residual_t = None if residual is None else _f32(residual.reshape(rows, m).T)
+        _ext.spmm(
+            m, k, rows, br, bc, weights.block_ptr, weights.block_col, weights.values, columns,
+            out, bias_data, residual_t, 1, lo, hi, threads, isa_code,
+        )  # fmt: skip
+        return np.ascontiguousarray(out.T).reshape(*lead, m)
+
+    return run
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
@@ -192,7 +224,7 @@ def _optional_f32(x: np.ndarray | None) -> np.ndarray | None:
     return None if x is None else _f32(x)
 
 
-def _planned_input(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+def planned_input(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """``x`` as float32 C-contiguous, checked against the shape its runner was planned for."""
     data = _f32(x)
     if data.shape != tuple(shape):
@@ -272,7 +304,7 @@ def plan_sparse_conv2d(
     threads, isa_code = max(int(threads), 1), _isa_code(isa)
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        data = _planned_input(x, shape)
+        data = planned_input(x, shape)
         if cols is not None:
             for image in range(batch):
                 _ext.im2col(data[image], cols[image], channels, height, width, kh, kw, sh, sw,
@@ -333,7 +365,7 @@ def plan_depthwise_conv2d(
     threads, isa_code = max(int(threads), 1), _isa_code(isa)
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        data = _planned_input(x, shape)
+        data = planned_input(x, shape)
         _ext.depthwise(
             data, weight_data, bias_data, out, batch, channels, height, width, oh, ow, kh, kw,
             sh, sw, pt, pl, pb, pr, dh, dw, lo, hi, threads, isa_code,
@@ -394,7 +426,7 @@ def plan_conv_depthwise(
     threads, isa_code = max(int(threads), 1), _isa_code(isa)
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        data = _planned_input(x, shape)
+        data = planned_input(x, shape)
         _ext.conv_depthwise(
             m, k, br, bc, weights.block_ptr, weights.block_col, weights.values, bias_data, lo, hi,
             channels, height, width, ckh, ckw, csh, csw, cpt, cpl, cdh, cdw, data, dw_data,

@@ -79,11 +79,6 @@ class KernelLayer:
         return runner(x, residual)
 
 
-def unplanned(call: Callable[..., np.ndarray]) -> Prepare:
-    """A ``prepare`` for layers without a plan: ``call(layer, x, threads, residual)`` each run."""
-    return lambda layer, shape, threads: lambda x, residual: call(layer, x, threads, residual)
-
-
 SparseOpRule = Callable[[onnx.NodeProto, dict[str, np.ndarray], str, float], "KernelLayer | None"]
 _RULES: dict[str, SparseOpRule] = {}
 
@@ -227,10 +222,10 @@ def _plan_conv(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kern
     )  # fmt: skip
 
 
-@unplanned
-def _linear_call(layer, x, threads, residual):
-    return kernels.sparse_linear(
-        x, layer.weights, layer.bias, layer.clip, threads, residual=residual
+def _plan_linear(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+    assert isinstance(layer.weights, SparseMatrix)
+    return kernels.plan_sparse_linear(
+        shape, layer.weights, layer.bias, layer.clip, threads, workspace=layer.workspace
     )
 
 
@@ -249,7 +244,7 @@ def gemm_rule(node, initializers, fmt, min_sparsity):
         return None
     return KernelLayer(
         node.name, node.op_type, node.input[0], node.output[0], _pack(matrix, fmt), bias,
-        _linear_call,
+        _plan_linear,
     )  # fmt: skip
 
 
@@ -261,7 +256,7 @@ def matmul_rule(node, initializers, fmt, min_sparsity):
         return None
     return KernelLayer(
         node.name, node.op_type, node.input[0], node.output[0], _pack(weight.T, fmt), None,
-        _linear_call,
+        _plan_linear,
     )  # fmt: skip
 
 

@@ -429,6 +429,38 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Mean of each of ``planes`` rows of ``size`` floats, clipped: GlobalAveragePool (+ Relu/Clip). */
+static PyObject *py_average_pool(PyObject *self, PyObject *args) {
+    PyObject *x_o, *y_o;
+    int planes, size;
+    float lo, hi;
+    buffer_set s = {.count = 0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOiiff", &x_o, &y_o, &planes, &size, &lo, &hi)) return NULL;
+    const float *x = planes >= 0 && size >= 0
+                         ? take(&s, x_o, (Py_ssize_t)planes * size, 0, 0, "x") : NULL;
+    float *y = x ? take(&s, y_o, planes, 1, 0, "y") : NULL;
+    if (!y) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "average_pool: negative size");
+        release_all(&s);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int p = 0; p < planes; ++p) {
+        const float *row = x + (size_t)p * size;
+        float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        int i = 0;
+        for (; i + 4 <= size; i += 4)
+            for (int u = 0; u < 4; ++u) sums[u] += row[i + u];
+        for (; i < size; ++i) sums[0] += row[i];
+        const float mean = size ? ((sums[0] + sums[1]) + (sums[2] + sums[3])) / (float)size : 0.0f;
+        y[p] = mean < lo ? lo : (mean > hi ? hi : mean);
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&s);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
@@ -460,6 +492,8 @@ static PyMethodDef methods[] = {
      "dw_pad_right, dw_dh, dw_dw, dw_lo, dw_hi, threads, isa) -> isa used"},
     {"im2col", py_im2col, METH_VARARGS,
      "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
+    {"average_pool", py_average_pool, METH_VARARGS,
+     "average_pool(x, y, planes, size, lo, hi): y[p] = clip(mean(x[p, :]), lo, hi)"},
     {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},
     {NULL, NULL, 0, NULL},
 };

@@ -6,41 +6,83 @@
  * With several threads, each band's channels are split between them (the depthwise part is per
  * channel). Included by sparse_kernels.c after the kernels and the thread helpers. */
 
-/* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels.
- * pt may be negative (a band starting below the top of the output). */
+/* One im2col row (channel, kernel row ki, kernel column kj) of one image, any geometry. pt may
+ * be negative (a band starting below the top of the output). */
+static void im2col_row(const float *x, float *out, int ch, int ki, int kj, int h, int w, int kh,
+                       int kw, int sh, int sw, int pt, int pl, int dh, int dw, int oh, int ow) {
+    const float *src = x + (size_t)ch * h * w;
+    float *dst = out + ((size_t)(ch * kh + ki) * kw + kj) * oh * ow;
+    /* Output columns [j0, j1) read inside the row; the others are padding. */
+    const int off = kj * dw - pl;
+    int j0 = off < 0 ? (-off + sw - 1) / sw : 0, j1 = w - off > 0 ? (w - off + sw - 1) / sw : 0;
+    if (j1 > ow) j1 = ow;
+    if (j0 > j1) j0 = j1;
+    for (int i = 0; i < oh; ++i) {
+        int ih = i * sh - pt + ki * dh;
+        float *d = dst + (size_t)i * ow;
+        if (ih < 0 || ih >= h) {
+            memset(d, 0, sizeof(float) * ow);
+            continue;
+        }
+        const float *s = src + (size_t)ih * w + off;
+        for (int j = 0; j < j0; ++j) d[j] = 0.0f;
+        if (sw == 1) memcpy(d + j0, s + j0, sizeof(float) * (j1 - j0));
+        else for (int j = j0; j < j1; ++j) d[j] = s[(size_t)j * sw];
+        for (int j = j1; j < ow; ++j) d[j] = 0.0f;
+    }
+}
+
+/* im2col rows of channel ``ch`` and kernel row ``ki`` for stride 2 along rows, no dilation:
+ * each source row is split once into its even and odd columns (zero beyond the row), and each
+ * kernel column's row of output is then one copy from one half (column 2j + kj - pl is
+ * even[j + q] or odd[j + q]), instead of a strided gather per kernel column. */
+static void im2col_stride2_rows(const float *x, float *out, int ch, int ki, int h, int w, int kh,
+                                int kw, int sh, int pt, int pl, int dh, int oh, int ow) {
+    const int half = (w + 1) / 2, margin = (kw + pl) / 2 + 2, span = half + 2 * margin + ow;
+    float *even = calloc(2 * (size_t)span, sizeof(float)), *odd = even + span;
+    if (!even) { /* out of memory: the gathering path needs none */
+        for (int kj = 0; kj < kw; ++kj)
+            im2col_row(x, out, ch, ki, kj, h, w, kh, kw, sh, 2, pt, pl, dh, 1, oh, ow);
+        return;
+    }
+    float *rows = out + (size_t)(ch * kh + ki) * kw * oh * ow;
+    for (int i = 0; i < oh; ++i) {
+        const int ih = i * sh - pt + ki * dh;
+        if (ih < 0 || ih >= h) {
+            for (int kj = 0; kj < kw; ++kj)
+                memset(rows + ((size_t)kj * oh + i) * ow, 0, sizeof(float) * ow);
+            continue;
+        }
+        const float *s = x + ((size_t)ch * h + ih) * w;
+        for (int t = 0; t < half; ++t) {
+            even[margin + t] = s[2 * t];
+            odd[margin + t] = 2 * t + 1 < w ? s[2 * t + 1] : 0.0f;
+        }
+        for (int kj = 0; kj < kw; ++kj) {
+            const int off = kj - pl, q = off >= 0 ? off / 2 : -((-off + 1) / 2);
+            const float *from = (off - 2 * q ? odd : even) + margin + q;
+            memcpy(rows + ((size_t)kj * oh + i) * ow, from, sizeof(float) * ow);
+        }
+    }
+    free(even);
+}
+
+/* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
 static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
                    int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
-    int rows = c * kh * kw;
+    const int stride2 = sw == 2 && dw == 1, items = stride2 ? c * kh : c * kh * kw;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
 #endif
-    for (int row = 0; row < rows; ++row) {
-        int ch = row / (kh * kw), ki = (row / kw) % kh, kj = row % kw;
-        const float *src = x + (size_t)ch * h * w;
-        float *dst = out + (size_t)row * oh * ow;
-        /* Output columns [j0, j1) read inside the row; the others are padding. */
-        const int off = kj * dw - pl;
-        int j0 = off < 0 ? (-off + sw - 1) / sw : 0, j1 = w - off > 0 ? (w - off + sw - 1) / sw : 0;
-        if (j1 > ow) j1 = ow;
-        if (j0 > j1) j0 = j1;
-        for (int i = 0; i < oh; ++i) {
-            int ih = i * sh - pt + ki * dh;
-            float *d = dst + (size_t)i * ow;
-            if (ih < 0 || ih >= h) {
-                memset(d, 0, sizeof(float) * ow);
-                continue;
-            }
-            const float *s = src + (size_t)ih * w + off;
-            for (int j = 0; j < j0; ++j) d[j] = 0.0f;
-            if (sw == 1) memcpy(d + j0, s + j0, sizeof(float) * (j1 - j0));
-            else if (sw == 2) for (int j = j0; j < j1; ++j) d[j] = s[2 * j];
-            else for (int j = j0; j < j1; ++j) d[j] = s[(size_t)j * sw];
-            for (int j = j1; j < ow; ++j) d[j] = 0.0f;
-        }
+    for (int item = 0; item < items; ++item) {
+        if (stride2)
+            im2col_stride2_rows(x, out, item / kh, item % kh, h, w, kh, kw, sh, pt, pl, dh, oh, ow);
+        else
+            im2col_row(x, out, item / (kh * kw), item / kw % kh, item % kw, h, w, kh, kw, sh, sw,
+                       pt, pl, dh, dw, oh, ow);
     }
     (void)threads;
 }
-
 
 /* Geometry of the first convolution over an image of c x h x w; 1x1 unit stride unpadded runs
  * the sparse product straight on the input. */

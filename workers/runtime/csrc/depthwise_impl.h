@@ -238,15 +238,73 @@ static void ISA(dw3x3_rows_direct)(const depthwise_args *a, const float *src, co
 #undef SHIFT_IN_LEFT
 #undef SHIFT_IN_RIGHT
 
+/* Small same-padded stride-1 planes (7x7, 14x14: a row is at most two vectors, so per-row work
+ * dominates): the plane is one flat run of h * w outputs, vectorised across row ends. The taps
+ * of output q are flat[q + (ki - 1) * w + kj - 1]; rows above and below read the zero margins,
+ * and the lanes where a left (right) tap would wrap to the previous (next) row are masked to 0.
+ * The masks depend only on the vector's position, so they are made once per call. */
+#define DW3_SMALL_MAX_VECTORS 32
+
+static int ISA(dw3x3_small_ok)(const depthwise_args *a) {
+    return a->sh == 1 && a->pt == 1 && a->pl == 1 && a->pb == 1 && a->pr == 1 &&
+           a->oh == a->h && a->ow == a->w && a->h * a->w >= VEC_FLOATS &&
+           a->h * a->w <= DW3_SMALL_MAX_VECTORS * VEC_FLOATS;
+}
+
+static inline int ISA(dw3_small_start)(int v, int size) {
+    return (v + 1) * VEC_FLOATS <= size ? v * VEC_FLOATS : size - VEC_FLOATS;
+}
+
+static void ISA(dw3x3_small_masks)(const depthwise_args *a, V8I *left, V8I *right) {
+    const int size = a->h * a->w, vectors = (size + VEC_FLOATS - 1) / VEC_FLOATS;
+    for (int v = 0; v < vectors; ++v) {
+        const int start = ISA(dw3_small_start)(v, size);
+        for (int lane = 0; lane < VEC_FLOATS; ++lane) {
+            const int column = (start + lane) % a->w;
+            left[v][lane] = column == 0 ? 0 : -1;
+            right[v][lane] = column == a->w - 1 ? 0 : -1;
+        }
+    }
+}
+
+static void ISA(dw3x3_small_plane)(const depthwise_args *a, const float *src, float *scratch,
+                                   const V8I *left, const V8I *right, const float *k, float b,
+                                   float *dst) {
+    const int w = a->w, size = a->h * w, vectors = (size + VEC_FLOATS - 1) / VEC_FLOATS;
+    float *flat = scratch + w + 16; /* margins of w + 16 zeros on both sides stay zero */
+    memcpy(flat, src, sizeof(float) * size);
+    const V8F bias = SPLAT(b);
+    for (int v = 0; v < vectors; ++v) {
+        const int start = ISA(dw3_small_start)(v, size);
+        V8F acc = bias;
+        _Pragma("GCC unroll 3") for (int ki = 0; ki < 3; ++ki) {
+            const float *row = flat + start + (ki - 1) * w;
+            const V8F l = (V8F)((V8I) * (const V8FU *)(row - 1) & left[v]);
+            const V8F r = (V8F)((V8I) * (const V8FU *)(row + 1) & right[v]);
+            acc += SPLAT(k[3 * ki]) * l;
+            acc += SPLAT(k[3 * ki + 1]) * *(const V8FU *)row;
+            acc += SPLAT(k[3 * ki + 2]) * r;
+        }
+        *(V8FU *)(dst + start) = ISA(clip8)(acc, a->lo, a->hi);
+    }
+}
+
 /* The scratch starts zeroed and the direct path never writes it: its first floats are the row
  * of zeros (a call uses one path for all its planes: the choice depends on the geometry only). */
 static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *scratch) {
-    const int rs = depthwise_row_floats(a);
+    const int rs = depthwise_row_floats(a), small = ISA(dw3x3_small_ok)(a);
+    V8I left[DW3_SMALL_MAX_VECTORS], right[DW3_SMALL_MAX_VECTORS];
+    if (small) ISA(dw3x3_small_masks)(a, left, right);
     for (int p = p0; p < p1; ++p) {
         const int ch = (p + a->ch0) % a->c;
         const float *k = a->weight + (size_t)ch * 9;
         const float b = a->bias ? a->bias[ch] : 0.0f;
         float *dst = ISA(dw_out_plane)(a, p);
+        if (small) {
+            ISA(dw3x3_small_plane)(a, a->x + (size_t)p * a->h * a->w, scratch, left, right, k, b,
+                                   dst);
+            continue;
+        }
         if (ISA(dw3x3_direct_ok)(a)) {
             ISA(dw3x3_rows_direct)(a, a->x + (size_t)p * a->h * a->w, scratch, k, b, dst);
             continue;
@@ -258,6 +316,7 @@ static void ISA(dw3x3_planes)(const depthwise_args *a, int p0, int p1, float *sc
 }
 
 #undef DEFINE_DW3
+#undef DW3_SMALL_MAX_VECTORS
 #undef DW3_PAIR_GROUP
 #undef DW3_PAIR_ROW
 #undef DW3_GROUP

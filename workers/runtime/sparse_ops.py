@@ -22,11 +22,13 @@ from workers.runtime.sparse_formats import BLOCK_SHAPES, SparseMatrix, pack
 #: Block formats tried by ``choose_format("auto")``, fastest first (bench/kernels.py).
 AUTO_FORMATS = ("4x1", "4x4", "8x1")
 
-#: Dense ungrouped KxK convolutions (K > 1) on at most this many input channels (stems on RGB
-#: images) run in the kernels too, packed in blocks with every value stored: on the 2-core EPYC
-#: the 4x1 kernel matches MKL's GEMM on a 32 x 27 x 12544 stem and beats onnxruntime's Conv
-#: (0.38 + 0.15 ms im2col vs 0.67 ms), and the graph keeps one onnxruntime segment less.
-STEM_CHANNELS = 4
+#: Dense ungrouped KxK convolutions (K > 1) with at most this many input features per output
+#: (3x3 stems on RGB images: 27) run in the kernels too, packed in 4x1 blocks with every value
+#: stored. On the 2-core EPYC the 32 x 27 stem alone is on par with onnxruntime's Conv (0.50 vs
+#: 0.43 ms, noisy), but it can then fuse with a following depthwise convolution (MobileNet) and
+#: the graph keeps one onnxruntime segment less; ResNet's 7x7 stem (147 features) is 1.7x
+#: slower in the kernels (5.5 vs 3.3 ms), so larger stems stay in onnxruntime.
+STEM_FEATURES = 32
 
 Clip = tuple[float, float] | None
 
@@ -192,7 +194,7 @@ def conv_rule(node, initializers, fmt, min_sparsity):
         prepare: Prepare = _plan_depthwise
     elif group == 1 and (
         _sparse_weight(node, initializers, min_sparsity) is not None
-        or (cin_per_group <= STEM_CHANNELS and kh * kw > 1)
+        or (cin_per_group * kh * kw <= STEM_FEATURES and kh * kw > 1)
     ):
         matrix = weight.reshape(cout, -1)
         dense = weight_sparsity(weight) < min_sparsity

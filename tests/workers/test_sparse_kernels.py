@@ -222,17 +222,19 @@ def test_depthwise_3x3_fast_path_widths_strides_pads(isa: str, stride: int, pads
 
 
 def test_depthwise_3x3_reuses_scratch_across_planes_and_calls() -> None:
-    """Planes of one call share a scratch: its padding must stay zero between planes."""
+    """Planes of one call share a scratch, and calls reuse the thread's scratch: padding written
+    as data by one plane, path or geometry must read as zero in the next."""
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((3, 16, 11, 10)) + 5).astype(np.float32)  # large borders would leak
-    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
-    bias = np.zeros(16, dtype=np.float32)
     workspace = kernels.Workspace()
-    for stride in (1, 2, 1):
+    for stride, size in [(1, (11, 10)), (2, (11, 10)), (2, (30, 41)), (1, (7, 7)), (2, (9, 33)),
+                         (1, (40, 12)), (1, (11, 10))]:  # fmt: skip
+        x = (rng.standard_normal((3, 16, *size)) + 5).astype(np.float32)  # borders would leak
+        w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+        bias = np.zeros(16, dtype=np.float32)
         y = kernels.depthwise_conv2d(x, w, (stride, stride), (1, 1, 1, 1), (1, 1), bias,
                                      None, threads=1, workspace=workspace)  # fmt: skip
         expected = _torch_depthwise(x, w, bias, stride, (1, 1, 1, 1), (-np.inf, np.inf))
-        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4, err_msg=str((stride, size)))
 
 
 CONV_DEPTHWISE_CASES = [

@@ -446,6 +446,15 @@ static void ISA(depthwise_planes_general)(const depthwise_args *a, int p0, int p
     }
 }
 
+/* Floats at the start of a thread's scratch that must be zero for this geometry's path: the
+ * margins of a small plane, the zero row of the in-place path, or the whole padded plane. */
+static size_t ISA(depthwise_zeroed)(const depthwise_args *a) {
+    if (depthwise_fast_3x3(a) && ISA(dw3x3_small_ok)(a))
+        return (size_t)a->h * a->w + 2 * (size_t)a->w + 64;
+    if (depthwise_fast_3x3(a) && ISA(dw3x3_direct_ok)(a)) return (size_t)a->w + 64;
+    return depthwise_scratch_floats(a);
+}
+
 static void ISA(depthwise_planes)(const depthwise_args *a, int p0, int p1, float *scratch) {
     if (depthwise_fast_3x3(a)) ISA(dw3x3_planes)(a, p0, p1, scratch);
     else ISA(depthwise_planes_general)(a, p0, p1, scratch);

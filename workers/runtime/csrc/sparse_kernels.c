@@ -43,13 +43,27 @@ typedef struct {
     int y_plane; /* floats between output planes; 0 means oh * ow */
 } depthwise_args;
 
-/* Floats on a 64-byte boundary (free() releases them), zeroed on request; NULL when out of
- * memory. Per-thread slices are multiples of 16 floats, so every slice stays aligned. */
-static float *aligned_floats(size_t count, int zero) {
-    void *memory = NULL;
-    if (posix_memalign(&memory, 64, sizeof(float) * (count + 16)) != 0) return NULL;
-    if (zero) memset(memory, 0, sizeof(float) * (count + 16));
-    return memory;
+/* Scratch of ``count`` floats on a 64-byte boundary; NULL when out of memory. It is the calling
+ * thread's, kept between calls and grown as needed: buffers of hundreds of KiB come from mmap and
+ * would pay a page fault per 4 KiB on every call (MobileNet makes ~40 such calls per image). The
+ * GIL is released while kernels run, so each Python thread has its own. */
+static __thread float *thread_scratch = NULL;
+static __thread size_t thread_scratch_floats = 0;
+
+static float *take_scratch(size_t count) {
+    if (count > thread_scratch_floats) {
+        void *memory = NULL;
+        if (posix_memalign(&memory, 64, sizeof(float) * (count + 16)) != 0) return NULL;
+        free(thread_scratch);
+        thread_scratch = memory;
+        thread_scratch_floats = count;
+    }
+    return thread_scratch;
+}
+
+/* Zeroes the first ``zeroed`` floats of each of ``slices`` slices ``stride`` floats apart. */
+static void zero_slices(float *scratch, int slices, size_t stride, size_t zeroed) {
+    for (int t = 0; t < slices; ++t) memset(scratch + stride * t, 0, sizeof(float) * zeroed);
 }
 
 static size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
@@ -123,21 +137,12 @@ static int pick_isa(int requested) {
     return ISA_PORTABLE;
 }
 
-static range_fn spmm_for(int isa) {
+/* ``name``'s copy for the instruction set a call runs (from pick_isa). */
 #ifdef HAVE_AVX2_BUILD
-    if (isa == ISA_AVX2) return spmm_range_avx2;
+#define FOR_ISA(name, isa) ((isa) == ISA_AVX2 ? name##_avx2 : name##_portable)
+#else
+#define FOR_ISA(name, isa) ((void)(isa), name##_portable)
 #endif
-    (void)isa;
-    return spmm_range_portable;
-}
-
-static planes_fn depthwise_for(int isa) {
-#ifdef HAVE_AVX2_BUILD
-    if (isa == ISA_AVX2) return depthwise_planes_avx2;
-#endif
-    (void)isa;
-    return depthwise_planes_portable;
-}
 
 /* First block row of thread t's share when block rows are split by stored blocks, so threads get
  * equal work even when the sparsity differs between rows. */
@@ -290,7 +295,7 @@ static PyObject *py_spmm(PyObject *self, PyObject *args) {
         return NULL;
     }
     const int chosen = pick_isa(isa);
-    range_fn fn = spmm_for(chosen);
+    range_fn fn = FOR_ISA(spmm_range, chosen);
     Py_BEGIN_ALLOW_THREADS
     for (int b = 0; b < batch; ++b) {
         a.x = x + b * xs;
@@ -321,14 +326,15 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
         return NULL;
     }
     const int chosen = pick_isa(isa);
-    planes_fn fn = depthwise_for(chosen);
+    planes_fn fn = FOR_ISA(depthwise_planes, chosen);
     if (threads < 1) threads = 1;
     const size_t scratch_floats = depthwise_scratch_floats(&a);
-    float *scratch = aligned_floats(scratch_floats * threads, 1);
+    float *scratch = take_scratch(scratch_floats * threads);
     if (!scratch) {
         release_all(&s);
         return PyErr_NoMemory();
     }
+    zero_slices(scratch, threads, scratch_floats, FOR_ISA(depthwise_zeroed, chosen)(&a));
     Py_BEGIN_ALLOW_THREADS
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1 && planes > 1)
@@ -341,7 +347,6 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     fn(&a, 0, (int)planes, scratch);
 #endif
     Py_END_ALLOW_THREADS
-    free(scratch);
     release_all(&s);
     return PyLong_FromLong(chosen);
 }
@@ -381,24 +386,24 @@ static PyObject *py_conv_depthwise(PyObject *self, PyObject *args) {
     if (threads < 1) threads = 1;
     const fused_plan plan = plan_fused(&e, &g, &d, threads);
     const size_t scratch_floats = depthwise_scratch_floats(&d);
-    float *buffers = aligned_floats((plan.buffer_floats + plan.cols_floats) * threads, 0);
-    float *scratch = aligned_floats(scratch_floats * threads, 1);
-    if (!buffers || !scratch) {
-        free(buffers);
-        free(scratch);
+    /* One thread scratch: the depthwise slices first, then the bands and im2col. The full-image
+     * geometry picks the depthwise path, which stays the same for every band. */
+    const size_t slices = scratch_floats * threads;
+    float *scratch = take_scratch(slices + (plan.buffer_floats + plan.cols_floats) * threads);
+    if (!scratch) {
         release_all(&s);
         return PyErr_NoMemory();
     }
+    zero_slices(scratch, threads, scratch_floats, FOR_ISA(depthwise_zeroed, chosen)(&d));
+    float *buffers = scratch + slices;
     Py_BEGIN_ALLOW_THREADS
     for (int b = 0; b < batch; ++b) {
         e.x = x + b * xs;
         d.y = y + b * ys;
-        conv_depthwise(spmm_for(chosen), depthwise_for(chosen), &e, &g, &d, threads, buffers,
-                       buffers + plan.buffer_floats * threads, scratch);
+        conv_depthwise(FOR_ISA(spmm_range, chosen), FOR_ISA(depthwise_planes, chosen), &e, &g, &d,
+                       threads, buffers, buffers + plan.buffer_floats * threads, scratch);
     }
     Py_END_ALLOW_THREADS
-    free(buffers);
-    free(scratch);
     release_all(&s);
     return PyLong_FromLong(chosen);
 }

@@ -49,7 +49,8 @@ static void ISA(dw3x3_fill)(const depthwise_args *a, const float *src, float *pa
          * store-forwarding failure); whole vectors while they stay inside the row. */
         int t = 0;
         for (; 2 * t + 2 * VEC_FLOATS <= w; t += VEC_FLOATS) {
-            V8F first = *(const V8FU *)(s + 2 * t), second = *(const V8FU *)(s + 2 * t + VEC_FLOATS);
+            const V8F first = *(const V8FU *)(s + 2 * t);
+            const V8F second = *(const V8FU *)(s + 2 * t + VEC_FLOATS);
             *(V8FU *)(row + even_to + t) = __builtin_shuffle(first, second, EVEN_LANES);
             *(V8FU *)(row + odd_to + t) = __builtin_shuffle(first, second, ODD_LANES);
         }
@@ -118,7 +119,8 @@ static inline __attribute__((always_inline)) V8F ISA(dw3_load)(const float *row,
         _Pragma("GCC unroll 4") for (int v = 0; v < NVG; ++v) {                                 \
             const float *p0 = r0 + pos[v], *p1 = r1 + pos[v], *p2 = r2 + pos[v];                 \
             const float *p3 = r3 + pos[v];                                                       \
-            V8F x0 = *(const V8FU *)p0, x1 = *(const V8FU *)(p0 + 1), x2 = *(const V8FU *)(p0 + 2); \
+            V8F x0 = *(const V8FU *)p0, x1 = *(const V8FU *)(p0 + 1);                            \
+            V8F x2 = *(const V8FU *)(p0 + 2);                                                    \
             DW3_PAIR_ROW(x0, x1, x2, top[v], t0, t1, t2);                                        \
             x0 = *(const V8FU *)p1, x1 = *(const V8FU *)(p1 + 1), x2 = *(const V8FU *)(p1 + 2);  \
             DW3_PAIR_ROW(x0, x1, x2, top[v], t3, t4, t5);                                        \

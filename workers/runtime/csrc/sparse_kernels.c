@@ -258,7 +258,8 @@ static int take_sparse(buffer_set *s, spmm_args *a, PyObject *ptr_o, PyObject *c
 static int take_depthwise(buffer_set *s, depthwise_args *a, PyObject *w_o, PyObject *bias_o) {
     if (a->c < 0 || a->h < 0 || a->w < 0 || a->oh < 0 || a->ow < 0 || a->kh < 1 || a->kw < 1 ||
         a->sh < 1 || a->sw < 1 || a->dh < 1 || a->dw < 1 || a->pt < 0 || a->pl < 0 ||
-        a->pb < 0 || a->pr < 0 || (a->oh - 1) * a->sh + (a->kh - 1) * a->dh >= a->h + a->pt + a->pb ||
+        a->pb < 0 || a->pr < 0 ||
+        (a->oh - 1) * a->sh + (a->kh - 1) * a->dh >= a->h + a->pt + a->pb ||
         (a->ow - 1) * a->sw + (a->kw - 1) * a->dw >= a->w + a->pl + a->pr ||
         a->kh * a->kw > DEPTHWISE_MAX_TAPS) {
         PyErr_SetString(PyExc_ValueError, "depthwise: invalid geometry");
@@ -288,7 +289,8 @@ static PyObject *py_spmm(PyObject *self, PyObject *args) {
     const float *x, *residual;
     float *y;
     if (batch < 0 || take_sparse(&s, &a, ptr_o, col_o, val_o, bias_o) < 0 ||
-        !(x = take(&s, x_o, batch * xs, 0, 0, "x")) || !(y = take(&s, y_o, batch * ys, 1, 0, "y")) ||
+        !(x = take(&s, x_o, batch * xs, 0, 0, "x")) ||
+        !(y = take(&s, y_o, batch * ys, 1, 0, "y")) ||
         ((residual = take(&s, res_o, batch * ys, 0, 1, "residual")), PyErr_Occurred())) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "spmm: negative batch");
         release_all(&s);

@@ -126,7 +126,8 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
                     const float *xp = a->x + (size_t)a->block_col[j] * N + n;
                     for (int c = 0; c < C; ++c) acc += w[c * R + r] * xp[(size_t)c * N];
                 }
-                a->y[(size_t)(row - a->y_row0) * a->ldy + (n - a->y_col0)] = ISA(clip1)(acc, a->lo, a->hi);
+                float *out = a->y + (size_t)(row - a->y_row0) * a->ldy + (n - a->y_col0);
+                *out = ISA(clip1)(acc, a->lo, a->hi);
             }
         }
     }

@@ -161,3 +161,55 @@ def test_runs_alternating_input_shapes() -> None:
     for shape in [(2, 3, 15, 13), (1, 3, 15, 13), (2, 3, 15, 13), (3, 3, 15, 13)]:
         x = rng.standard_normal(shape).astype(np.float32)
         _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_inverted_residual_block_fuses_into_one_layer(threads: int, stride: int) -> None:
+    """expand+Clip, depthwise+Clip, project (+ residual Add when shapes allow): one kernel layer."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.workers.models import _sparse
+
+    rng = np.random.default_rng(9)
+    arrays = {
+        "e.w": _sparse(rng, (48, 8, 1, 1), 0.8, "4x1"),
+        "e.b": rng.standard_normal(48).astype(np.float32),
+        "d.w": rng.standard_normal((48, 1, 3, 3)).astype(np.float32),
+        "d.b": rng.standard_normal(48).astype(np.float32),
+        "p.w": _sparse(rng, (8, 48, 1, 1), 0.8, "4x1"),
+        "lo": np.array(0.0, dtype=np.float32),
+        "hi": np.array(6.0, dtype=np.float32),
+    }
+    residual = stride == 1
+    nodes = [
+        helper.make_node("Conv", ["x", "e.w", "e.b"], ["e"], "expand"),
+        helper.make_node("Clip", ["e", "lo", "hi"], ["ea"], "expand_clip"),
+        helper.make_node(
+            "Conv",
+            ["ea", "d.w", "d.b"],
+            ["d"],
+            "dw",
+            group=48,
+            pads=[1, 1, 1, 1],
+            strides=[stride, stride],
+        ),  # fmt: skip
+        helper.make_node("Clip", ["d", "lo", "hi"], ["da"], "dw_clip"),
+        helper.make_node("Conv", ["da", "p.w"], ["p"], "project"),
+    ]
+    if residual:
+        nodes.append(helper.make_node("Add", ["p", "x"], ["y"], "residual"))
+    out = "y" if residual else "p"
+    size = 20 // stride
+    graph = helper.make_graph(
+        nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 20, 20])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [2, 8, size, size])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    executor = SparseExecutor(model, threads=threads, fmt="4x1")
+    assert [layer.op_type for layer in executor.kernel_layers] == ["Conv+DepthwiseConv+Conv"]
+    assert executor.kernel_layers[0].residual_name == ("x" if residual else None)
+    assert executor.segment_count == 0
+    x = rng.standard_normal((2, 8, 20, 20)).astype(np.float32)
+    _assert_close(executor.run({"x": x}), _onnxruntime(model, {"x": x}))

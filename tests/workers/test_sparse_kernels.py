@@ -254,14 +254,16 @@ CONV_DEPTHWISE_CASES = [
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("project", [False, True])
 @pytest.mark.parametrize("channels,mid,size,first,stride,kernel", CONV_DEPTHWISE_CASES)
-def test_conv_depthwise_equals_the_two_layers(
-    fmt: str, isa: str, threads: int, channels, mid, size, first, stride, kernel
+def test_conv_depthwise_equals_the_layers_one_by_one(
+    fmt: str, isa: str, threads: int, project: bool, channels, mid, size, first, stride, kernel
 ) -> None:
-    """Fused conv + depthwise == one after the other, in bands, pointwise or through im2col."""
+    """Fused conv + depthwise (+ 1x1 project with residual) == one after the other, in bands,
+    pointwise or through im2col; with a project, threads take whole bands."""
     rng = np.random.default_rng(mid * 7 + stride)
     ck, cs, cp = first
-    if channels * ck * ck < BLOCK_SHAPES[fmt][1]:
+    if channels * ck * ck < BLOCK_SHAPES[fmt][1] or mid < BLOCK_SHAPES[fmt][1]:
         pytest.skip("fewer columns than the block width")
     w = sparsify(rng.standard_normal((mid, channels * ck * ck)), 0.6, BLOCK_SHAPES[fmt])
     x = rng.standard_normal((2, channels, *size)).astype(np.float32)
@@ -272,14 +274,23 @@ def test_conv_depthwise_equals_the_two_layers(
     conv = ((ck, ck), (cs, cs), (cp,) * 4, (1, 1))
     depthwise = ((kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
     clip, packed = (0.0, 6.0), pack(w, fmt)
-    fused = kernels.plan_conv_depthwise(
-        x.shape, packed, bias, clip, dw, conv, depthwise, dw_bias, (-1.0, 4.0), threads=threads,
-        isa=isa,  # type: ignore[arg-type]
-    )(x, None)  # fmt: skip
     middle = kernels.sparse_conv2d(
         x, packed, (ck, ck), (cs, cs), (cp,) * 4, bias=bias, clip=clip, isa=isa,  # type: ignore[arg-type]
     )  # fmt: skip
     expected = _torch_depthwise(middle, dw, dw_bias, stride, (pad,) * 4, (-1.0, 4.0))
+    extra: dict = {}
+    residual = None
+    if project:
+        pw = sparsify(rng.standard_normal((11, mid)), 0.6, BLOCK_SHAPES[fmt])
+        p_bias = rng.standard_normal(11).astype(np.float32)
+        residual = rng.standard_normal((2, 11, *expected.shape[2:])).astype(np.float32)
+        extra = {"project": pack(pw, fmt), "project_bias": p_bias, "project_clip": (-2.0, 3.0)}
+        flat = np.einsum("oc,bchw->bohw", pw, expected) + p_bias[:, None, None] + residual
+        expected = np.clip(flat, -2.0, 3.0)
+    fused = kernels.plan_conv_depthwise(
+        x.shape, packed, bias, clip, dw, conv, depthwise, dw_bias, (-1.0, 4.0), threads=threads,
+        isa=isa, **extra,  # type: ignore[arg-type]
+    )(x, residual)  # fmt: skip
     np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-4)
 
 

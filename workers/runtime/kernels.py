@@ -388,11 +388,16 @@ def plan_conv_depthwise(
     threads: int = 1,
     isa: Isa | None = None,
     workspace: Workspace | None = None,
+    project: SparseMatrix | None = None,
+    project_bias: np.ndarray | None = None,
+    project_clip: tuple[float, float] | None = None,
 ) -> Runner:
-    """A sparse convolution followed by a depthwise one, the pair fused (MobileNet blocks).
+    """A sparse convolution followed by a depthwise one, the pair fused (MobileNet blocks), and
+    optionally the 1x1 ``project`` convolution after them (a whole inverted-residual block).
 
     ``depthwise(clip(conv(x, W) + bias))`` with its own bias and clip, computed in bands of rows
-    that stay in cache, so the tensor between the two is never written out whole.
+    that stay in cache, so the tensors between the layers are never written out whole. With
+    ``project`` (Cout, Cmid), the result is ``clip(project @ that + project_bias + residual)``.
 
     Args:
         shape: the input's (B, Cin, H, W); the runner takes float32 x of that shape.
@@ -402,10 +407,12 @@ def plan_conv_depthwise(
             (pads: top, left, bottom, right); the depthwise one defaults to 3x3, padding 1.
         dw_bias, dw_clip: the depthwise convolution's bias and activation bounds.
         threads, isa, workspace: as in :func:`sparse_conv2d`.
+        project, project_bias, project_clip: the optional 1x1 convolution on the depthwise
+            output; the runner's residual (B, Cout, Hout, Wout) is then added before its clip.
 
     Returns:
-        ``runner(x, None)`` -> (B, Cmid, Hout, Wout) float32, prepared once per shape (see
-        :func:`plan_sparse_conv2d`).
+        ``runner(x, residual)`` -> (B, Cmid or Cout, Hout, Wout) float32, prepared once per
+        shape (see :func:`plan_sparse_conv2d`).
     """
     batch, channels, height, width = shape
     (ckh, ckw), (csh, csw), (cpt, cpl, _, _), (cdh, cdw) = conv
@@ -418,9 +425,17 @@ def plan_conv_depthwise(
     mid_h, mid_w = conv_output_hw(height, width, conv)
     oh, ow = conv_output_hw(mid_h, mid_w, ((kh, kw), strides, pads, dilations))
     pt, pl, pb, pr = pads
-    out = _array(workspace, "out", (batch, m, oh, ow))
+    if project is not None and project.shape[1] != m:
+        raise ValueError(f"project weights {project.shape} do not take {m} channels")
+    pm, (pbr, pbc) = (0, (1, 1)) if project is None else (project.shape[0], project.block_shape)
+    out = _array(workspace, "out", (batch, pm or m, oh, ow))
     lo, hi = _activation_bounds(clip)
     dw_lo, dw_hi = _activation_bounds(dw_clip)
+    p_lo, p_hi = _activation_bounds(project_clip)
+    p_arrays = (None, None, None) if project is None else (
+        project.block_ptr, project.block_col, project.values
+    )  # fmt: skip
+    p_bias = _optional_f32(project_bias)
     br, bc = weights.block_shape
     bias_data, dw_data, dw_bias_data = _optional_f32(bias), _f32(dw_weight), _optional_f32(dw_bias)
     threads, isa_code = max(int(threads), 1), _isa_code(isa)
@@ -432,6 +447,8 @@ def plan_conv_depthwise(
             channels, height, width, ckh, ckw, csh, csw, cpt, cpl, cdh, cdw, data, dw_data,
             dw_bias_data, out, batch, mid_h, mid_w, oh, ow, kh, kw, strides[0], strides[1],
             pt, pl, pb, pr, dilations[0], dilations[1], dw_lo, dw_hi, threads, isa_code,
+            pm, pbr, pbc, *p_arrays, p_bias, p_lo, p_hi,
+            None if project is None else _optional_f32(residual),
         )  # fmt: skip
         return out
 

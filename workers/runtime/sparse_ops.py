@@ -59,6 +59,7 @@ class KernelLayer:
     residual_name: str | None = None
     workspace: kernels.Workspace = field(default_factory=kernels.Workspace)
     geometry: kernels.ConvGeometry | None = None  # Conv layers only
+    parts: tuple[KernelLayer, KernelLayer] | None = None  # a fused layer's conv and depthwise
     _runners: dict[tuple[tuple[int, ...], int], kernels.Runner] = field(
         default_factory=dict, repr=False
     )

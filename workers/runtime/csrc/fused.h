@@ -101,34 +101,54 @@ typedef struct {
     int chunks;  /* work items per band */
     int band;    /* depthwise output rows per band */
     int in_rows; /* rows of the first convolution's output a full band reads */
-    size_t buffer_floats, cols_floats; /* per thread: that output, and its band's im2col */
+    /* per thread: that output, its band's im2col, and the depthwise band a project reads */
+    size_t buffer_floats, cols_floats, dw_floats;
+    /* 1: the project runs band by band; 0 with a project: the depthwise output is made whole
+     * (dw_floats: all of it, shared) and the project runs once on it */
+    int project_bands;
 } fused_plan;
 
+/* With a project convolution (``project``), a band holds every channel (the project reads them
+ * all) and threads take whole bands; without, threads split each band's channels. */
 static fused_plan plan_fused(const spmm_args *e, const conv_geometry *g, const depthwise_args *d,
-                             int threads) {
+                             int project, int threads) {
     fused_plan p;
     const int br = e->block_rows, reach = (d->kh - 1) * d->dh + 1;
-    p.chunk = (e->m + threads - 1) / threads;
+    p.chunk = project ? e->m : (e->m + threads - 1) / threads;
     p.chunk = (p.chunk + br - 1) / br * br;
     if (p.chunk < br) p.chunk = br;
     p.chunks = (e->m + p.chunk - 1) / p.chunk;
-    const long row_floats = (long)(p.chunk + (is_pointwise(g) ? 0 : e->k)) * (d->w > 0 ? d->w : 1);
-    const long rows = FUSED_BAND_BYTES / (4 * row_floats);
+    const long w = d->w > 0 ? d->w : 1, ow = d->ow > 0 ? d->ow : 1;
+    const long in_row = (long)(p.chunk + (is_pointwise(g) ? 0 : e->k)) * w;
+    const long out_row = project ? (long)e->m * ow * d->sh : 0; /* per input row, roughly */
+    const long rows = FUSED_BAND_BYTES / (4 * (in_row + out_row));
     p.band = rows > reach ? (int)((rows - reach) / d->sh) + 1 : 1;
+    if (project && threads > 1 && p.band > (d->oh + threads - 1) / threads)
+        p.band = (d->oh + threads - 1) / threads; /* a band per thread at least */
     if (p.band > d->oh) p.band = d->oh;
     if (p.band < 1) p.band = 1;
     p.in_rows = (p.band - 1) * d->sh + reach;
     if (p.in_rows > d->h) p.in_rows = d->h;
     p.buffer_floats = round16((size_t)p.chunk * p.in_rows * d->w);
     p.cols_floats = is_pointwise(g) ? 0 : round16((size_t)e->k * p.in_rows * d->w);
+    p.dw_floats = project ? round16((size_t)e->m * p.band * d->ow) : 0;
+    p.project_bands = project;
+    /* Bands of one to three rows recompute much of the first convolution and run the project on
+     * a few pixels at a time: measured slower than the project on the whole output then. */
+    if (project && p.band < 4 && p.band < d->oh) {
+        p = plan_fused(e, g, d, 0, threads);
+        p.dw_floats = round16((size_t)e->m * d->oh * d->ow);
+        p.project_bands = 0;
+    }
     return p;
 }
 
 /* One band of depthwise rows [i0, i1) for channels [c0, c1). e->x is the image (pointwise) or
- * its input image; ``cols`` this thread's im2col buffer. */
+ * its input image; ``cols`` this thread's im2col buffer; with ``pj`` (all channels), the band's
+ * depthwise output goes to ``dw_out`` and the project convolution writes its rows of pj->y. */
 static void fused_item(range_fn spmm, planes_fn dw, const spmm_args *e, const conv_geometry *g,
-                       const depthwise_args *d, const fused_plan *plan, int item, float *buffer,
-                       float *cols, float *scratch) {
+                       const depthwise_args *d, const spmm_args *pj, const fused_plan *plan,
+                       int item, float *buffer, float *cols, float *dw_out, float *scratch) {
     const int i0 = item / plan->chunks * plan->band, c0 = item % plan->chunks * plan->chunk;
     const int i1 = i0 + plan->band < d->oh ? i0 + plan->band : d->oh;
     const int c1 = c0 + plan->chunk < e->m ? c0 + plan->chunk : e->m;
@@ -156,19 +176,39 @@ static void fused_item(range_fn spmm, planes_fn dw, const spmm_args *e, const co
     p.pt = r0 - lo;
     p.pb = hi - (r1 > r0 ? r1 : r0);
     p.oh = i1 - i0;
-    p.y = d->y + (size_t)c0 * d->oh * d->ow + (size_t)i0 * d->ow;
-    p.y_plane = d->oh * d->ow;
+    p.y = pj ? dw_out : d->y + (size_t)c0 * d->oh * d->ow + (size_t)i0 * d->ow;
+    p.y_plane = pj ? (i1 - i0) * d->ow : d->oh * d->ow;
     p.ch0 = c0;
     dw(&p, 0, c1 - c0, scratch);
+    if (pj) {
+        spmm_args q = *pj;
+        q.x = dw_out;
+        q.n = (i1 - i0) * d->ow;
+        q.y = pj->y + (size_t)i0 * d->ow;
+        q.ldy = d->oh * d->ow;
+        if (pj->residual) {
+            q.residual = pj->residual + (size_t)i0 * d->ow;
+            q.ldr = d->oh * d->ow;
+        }
+        spmm(&q, 0, (q.m + q.block_rows - 1) / q.block_rows, 0, q.n);
+    }
 }
 
-/* One image; ``buffers``, ``cols`` and ``scratch`` hold one slice per thread (plan sizes). */
+/* One image; ``buffers``, ``cols``, ``dw_out`` and ``scratch`` hold one slice per thread (plan
+ * sizes). ``pj`` (or NULL): a 1x1 convolution on the depthwise output, fused too. */
 static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
-                           const conv_geometry *g, const depthwise_args *d, int threads,
-                           float *buffers, float *cols, float *scratch) {
-    const fused_plan plan = plan_fused(e, g, d, threads);
+                           const conv_geometry *g, const depthwise_args *d, const spmm_args *pj,
+                           int threads, float *buffers, float *cols, float *dw_out,
+                           float *scratch) {
+    const fused_plan plan = plan_fused(e, g, d, pj != NULL, threads);
     const int items = (d->oh + plan.band - 1) / plan.band * plan.chunks;
     const size_t scratch_floats = depthwise_scratch_floats(d);
+    depthwise_args whole = *d;
+    if (pj && !plan.project_bands) { /* depthwise output made whole, then one project */
+        whole.y = dw_out;
+        d = &whole;
+    }
+    const spmm_args *band_pj = plan.project_bands ? pj : NULL;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && items > 1)
 #endif
@@ -178,7 +218,13 @@ static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
 #else
         const int t = 0;
 #endif
-        fused_item(spmm, dw, e, g, d, &plan, item, buffers + plan.buffer_floats * t,
-                   cols + plan.cols_floats * t, scratch + scratch_floats * t);
+        fused_item(spmm, dw, e, g, d, band_pj, &plan, item, buffers + plan.buffer_floats * t,
+                   cols + plan.cols_floats * t, dw_out + (band_pj ? plan.dw_floats * t : 0),
+                   scratch + scratch_floats * t);
+    }
+    if (pj && !plan.project_bands) {
+        spmm_args q = *pj;
+        q.x = dw_out;
+        run_threads(spmm, &q, threads);
     }
 }

@@ -30,6 +30,7 @@ typedef struct {
     /* Where Y[row, col] is: y[(row - y_row0) * ldy + col - y_col0] (ldy = n, 0, 0 for all of Y;
      * a fused layer writes a block of rows and columns into a buffer of its own). */
     int y_row0, y_col0, ldy;
+    int ldr; /* floats between residual rows (n unless a fused layer says otherwise) */
 } spmm_args;
 
 #define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
@@ -194,7 +195,7 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
  * Python passes plain buffers; every one taken is released by release_all on every path. */
 
 typedef struct {
-    Py_buffer views[8];
+    Py_buffer views[16];
     int count;
 } buffer_set;
 
@@ -284,7 +285,7 @@ static PyObject *py_spmm(PyObject *self, PyObject *args) {
                           &a.block_cols, &ptr_o, &col_o, &val_o, &x_o, &y_o, &bias_o, &res_o,
                           &batch, &a.lo, &a.hi, &threads, &isa))
         return NULL;
-    a.ldy = a.n;
+    a.ldy = a.ldr = a.n;
     const size_t xs = (size_t)a.k * a.n, ys = (size_t)a.m * a.n;
     const float *x, *residual;
     float *y;
@@ -353,32 +354,51 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     return PyLong_FromLong(chosen);
 }
 
+/* Validates the optional project convolution of a fused layer (m2 == 0: none) and sets its
+ * weights, bias and residual (batch images of m2 x pixels). */
+static int take_project(buffer_set *s, spmm_args *pj, PyObject *ptr_o, PyObject *col_o,
+                        PyObject *val_o, PyObject *bias_o, PyObject *res_o, int batch,
+                        size_t pixels) {
+    if (pj->m == 0) return 0;
+    if (take_sparse(s, pj, ptr_o, col_o, val_o, bias_o) < 0) return -1;
+    pj->residual = take(s, res_o, batch * (size_t)pj->m * pixels, 0, 1, "residual");
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *py_conv_depthwise(PyObject *self, PyObject *args) {
     PyObject *ptr_o, *col_o, *val_o, *ebias_o, *x_o, *w_o, *dbias_o, *y_o;
+    PyObject *pptr_o, *pcol_o, *pval_o, *pbias_o, *res_o;
     int batch, threads, isa;
-    spmm_args e = {0};
+    spmm_args e = {0}, pj = {0};
     conv_geometry g;
     depthwise_args d = {0};
     buffer_set s = {.count = 0};
     (void)self;
-    if (!PyArg_ParseTuple(args, "iiiiOOOOffiiiiiiiiiiiOOOOiiiiiiiiiiiiiiiffii", &e.m, &e.k,
-                          &e.block_rows, &e.block_cols, &ptr_o, &col_o, &val_o, &ebias_o, &e.lo,
-                          &e.hi, &g.c, &g.h, &g.w, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl, &g.dh,
-                          &g.dw, &x_o, &w_o, &dbias_o, &y_o, &batch, PARSE_DEPTHWISE_GEOMETRY(d),
-                          &threads, &isa))
+    if (!PyArg_ParseTuple(args, "iiiiOOOOffiiiiiiiiiiiOOOOiiiiiiiiiiiiiiiffiiiiiOOOOffO", &e.m,
+                          &e.k, &e.block_rows, &e.block_cols, &ptr_o, &col_o, &val_o, &ebias_o,
+                          &e.lo, &e.hi, &g.c, &g.h, &g.w, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl,
+                          &g.dh, &g.dw, &x_o, &w_o, &dbias_o, &y_o, &batch,
+                          PARSE_DEPTHWISE_GEOMETRY(d), &threads, &isa, &pj.m, &pj.block_rows,
+                          &pj.block_cols, &pptr_o, &pcol_o, &pval_o, &pbias_o, &pj.lo, &pj.hi,
+                          &res_o))
         return NULL;
     d.c = e.m;
     e.n = d.h * d.w;
-    const size_t xs = (size_t)g.c * g.h * g.w, ys = (size_t)d.c * d.oh * d.ow;
+    const size_t pixels = (size_t)d.oh * d.ow;
+    pj.k = d.c;
+    pj.n = pj.ldy = pj.ldr = (int)pixels;
+    const size_t xs = (size_t)g.c * g.h * g.w, ys = (size_t)(pj.m ? pj.m : d.c) * pixels;
     const float *x;
     float *y;
     if (g.c < 0 || g.h < 0 || g.w < 0 || g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 ||
-        g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0 || e.k != g.c * g.kh * g.kw) {
+        g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0 || e.k != g.c * g.kh * g.kw || pj.m < 0) {
         PyErr_SetString(PyExc_ValueError, "conv_depthwise: invalid convolution geometry");
         return NULL;
     }
     if (batch < 0 || take_sparse(&s, &e, ptr_o, col_o, val_o, ebias_o) < 0 ||
-        take_depthwise(&s, &d, w_o, dbias_o) < 0 || !(x = take(&s, x_o, batch * xs, 0, 0, "x")) ||
+        take_depthwise(&s, &d, w_o, dbias_o) < 0 ||
+        take_project(&s, &pj, pptr_o, pcol_o, pval_o, pbias_o, res_o, batch, pixels) < 0 ||
+        !(x = take(&s, x_o, batch * xs, 0, 0, "x")) ||
         !(y = take(&s, y_o, batch * ys, 1, 0, "y"))) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "conv_depthwise: negative batch");
         release_all(&s);
@@ -386,24 +406,33 @@ static PyObject *py_conv_depthwise(PyObject *self, PyObject *args) {
     }
     const int chosen = pick_isa(isa);
     if (threads < 1) threads = 1;
-    const fused_plan plan = plan_fused(&e, &g, &d, threads);
+    const fused_plan plan = plan_fused(&e, &g, &d, pj.m > 0, threads);
     const size_t scratch_floats = depthwise_scratch_floats(&d);
-    /* One thread scratch: the depthwise slices first, then the bands and im2col. The full-image
-     * geometry picks the depthwise path, which stays the same for every band. */
+    /* One thread scratch: the depthwise slices first, then the bands, im2col and depthwise
+     * bands. The full-image geometry picks the depthwise path unless bands split the image
+     * (a band's geometry may take another path): then all of the padded plane is zeroed. */
     const size_t slices = scratch_floats * threads;
-    float *scratch = take_scratch(slices + (plan.buffer_floats + plan.cols_floats) * threads);
+    const size_t per_thread = plan.buffer_floats + plan.cols_floats;
+    const size_t dw_total = plan.dw_floats * (plan.project_bands ? threads : 1);
+    float *scratch = take_scratch(slices + per_thread * threads + dw_total);
     if (!scratch) {
         release_all(&s);
         return PyErr_NoMemory();
     }
-    zero_slices(scratch, threads, scratch_floats, FOR_ISA(depthwise_zeroed, chosen)(&d));
-    float *buffers = scratch + slices;
+    const size_t zeroed =
+        plan.band < d.oh ? scratch_floats : FOR_ISA(depthwise_zeroed, chosen)(&d);
+    zero_slices(scratch, threads, scratch_floats, zeroed);
+    float *buffers = scratch + slices, *cols = buffers + plan.buffer_floats * threads;
+    float *dw_out = cols + plan.cols_floats * threads;
+    const float *residual = pj.residual;
     Py_BEGIN_ALLOW_THREADS
     for (int b = 0; b < batch; ++b) {
         e.x = x + b * xs;
-        d.y = y + b * ys;
+        d.y = pj.m ? NULL : y + b * ys;
+        pj.y = y + b * ys;
+        pj.residual = residual ? residual + b * ys : NULL;
         conv_depthwise(FOR_ISA(spmm_range, chosen), FOR_ISA(depthwise_planes, chosen), &e, &g, &d,
-                       threads, buffers, buffers + plan.buffer_floats * threads, scratch);
+                       pj.m ? &pj : NULL, threads, buffers, cols, dw_out, scratch);
     }
     Py_END_ALLOW_THREADS
     release_all(&s);
@@ -496,7 +525,9 @@ static PyMethodDef methods[] = {
      "conv_depthwise(m, k, block_rows, block_cols, block_ptr, block_col, values, bias, lo, hi, "
      "c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, x, dw_weight, dw_bias, y, batch, "
      "dw_h, dw_w, oh, ow, dw_kh, dw_kw, dw_sh, dw_sw, dw_pad_top, dw_pad_left, dw_pad_bottom, "
-     "dw_pad_right, dw_dh, dw_dw, dw_lo, dw_hi, threads, isa) -> isa used"},
+     "dw_pad_right, dw_dh, dw_dw, dw_lo, dw_hi, threads, isa, project_m, project_block_rows, "
+     "project_block_cols, project_block_ptr, project_block_col, project_values, project_bias, "
+     "project_lo, project_hi, residual) -> isa used (project_m 0: no project convolution)"},
     {"im2col", py_im2col, METH_VARARGS,
      "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
     {"average_pool", py_average_pool, METH_VARARGS,

@@ -14,7 +14,7 @@
     const float *values = (a)->values;                                                          \
     const int32_t *block_ptr = (a)->block_ptr, *block_col = (a)->block_col;                     \
     const int Y0 = (a)->y_row0, YC0 = (a)->y_col0;                                             \
-    const size_t LDY = (size_t)(a)->ldy;                                                        \
+    const size_t LDY = (size_t)(a)->ldy, LDR = (size_t)(a)->ldr;                               \
     float *y = (a)->y
 
 /* One tile kernel per (R, C, NV): R output rows x NV vectors of VEC_FLOATS columns held in
@@ -35,7 +35,7 @@
                 _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
                     _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = SPLAT(b[r]); \
                     if (residual && mb * R + r < M) {                                           \
-                        const float *rp = residual + (size_t)(mb * R + r) * N + n;              \
+                        const float *rp = residual + (mb * R + r) * LDR + n;                    \
                         _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                    \
                             acc[r][v] += *(const V8FU *)(rp + VEC_FLOATS * v);                  \
                     }                                                                           \
@@ -104,7 +104,7 @@
                     const int row = mb * R + r;                                                 \
                     if (row >= M) break;                                                        \
                     float sum = bias ? bias[row] : 0.0f;                                        \
-                    if (residual) sum += residual[(size_t)row * N + n];                         \
+                    if (residual) sum += residual[row * LDR + n];                               \
                     _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u) sum += acc[u][r];       \
                     y[(row - Y0) * LDY + (n - YC0)] = ISA(clip1)(sum, lo, hi);                  \
                 }                                                                               \
@@ -120,7 +120,7 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
             const int row = mb * R + r;
             for (int n = n0; n < n1; ++n) {
                 float acc = a->bias ? a->bias[row] : 0.0f;
-                if (a->residual) acc += a->residual[(size_t)row * N + n];
+                if (a->residual) acc += a->residual[(size_t)row * a->ldr + n];
                 for (int j = a->block_ptr[mb]; j < a->block_ptr[mb + 1]; ++j) {
                     const float *w = a->values + (size_t)j * (R * C);
                     const float *xp = a->x + (size_t)a->block_col[j] * N + n;

@@ -95,6 +95,7 @@ static int is_pointwise(const conv_geometry *g) {
 }
 
 #define FUSED_BAND_BYTES (320 * 1024)
+#define FUSED_SMALL_MAP 256 /* output pixels */
 
 typedef struct {
     int chunk;   /* channels per work item, a multiple of the block rows */
@@ -125,6 +126,10 @@ static fused_plan plan_fused(const spmm_args *e, const conv_geometry *g, const d
     p.band = rows > reach ? (int)((rows - reach) / d->sh) + 1 : 1;
     if (project && threads > 1 && p.band > (d->oh + threads - 1) / threads)
         p.band = (d->oh + threads - 1) / threads; /* a band per thread at least */
+    /* Small maps (7x7, 14x14) in one band: splitting them recomputes a large share of the first
+     * convolution and leaves the flat small-plane depthwise path. With several threads and a
+     * project, the fallback below splits channels between threads instead. */
+    if (d->oh * d->ow <= FUSED_SMALL_MAP && !(project && threads > 1)) p.band = d->oh;
     if (p.band > d->oh) p.band = d->oh;
     if (p.band < 1) p.band = 1;
     p.in_rows = (p.band - 1) * d->sh + reach;
@@ -135,7 +140,8 @@ static fused_plan plan_fused(const spmm_args *e, const conv_geometry *g, const d
     p.project_bands = project;
     /* Bands of one to three rows recompute much of the first convolution and run the project on
      * a few pixels at a time: measured slower than the project on the whole output then. */
-    if (project && p.band < 4 && p.band < d->oh) {
+    if (project && ((p.band < 4 && p.band < d->oh) ||
+                    (threads > 1 && d->oh * d->ow <= FUSED_SMALL_MAP))) {
         p = plan_fused(e, g, d, 0, threads);
         p.dw_floats = round16((size_t)e->m * d->oh * d->ow);
         p.project_bands = 0;

@@ -12,23 +12,16 @@
 #define ODD_LANES ((V8I){1, 3, 5, 7})
 #endif
 
-/* Even (odd) lanes of the 2 * VEC_FLOATS floats first:second. On AVX2 an in-lane shufps and a
- * 64-bit lane permute (2 instructions); GCC's generic shuffle takes vpermd pairs and a blend. */
-static inline V8F ISA(even_lanes)(V8F first, V8F second) {
+/* Even (odd = 0) or odd (odd = 1) lanes of the 2 * VEC_FLOATS floats first:second. On AVX2 an
+ * in-lane shufps and a 64-bit lane permute; GCC's generic shuffle takes vpermd pairs and a blend. */
+static inline __attribute__((always_inline)) V8F ISA(half_lanes)(V8F first, V8F second, int odd) {
 #if defined(__x86_64__) && VEC_FLOATS == 8
-    const __m256 pairs = _mm256_shuffle_ps((__m256)first, (__m256)second, 0x88); /* 2,0,2,0 */
+    const __m256 pairs = odd ? _mm256_shuffle_ps((__m256)first, (__m256)second, 0xDD)
+                             : _mm256_shuffle_ps((__m256)first, (__m256)second, 0x88);
     return (V8F)_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(pairs), 0xD8));
 #else
-    return __builtin_shuffle(first, second, EVEN_LANES);
-#endif
-}
-
-static inline V8F ISA(odd_lanes)(V8F first, V8F second) {
-#if defined(__x86_64__) && VEC_FLOATS == 8
-    const __m256 pairs = _mm256_shuffle_ps((__m256)first, (__m256)second, 0xDD); /* 3,1,3,1 */
-    return (V8F)_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(pairs), 0xD8));
-#else
-    return __builtin_shuffle(first, second, ODD_LANES);
+    return odd ? __builtin_shuffle(first, second, ODD_LANES)
+               : __builtin_shuffle(first, second, EVEN_LANES);
 #endif
 }
 
@@ -71,8 +64,8 @@ static void ISA(dw3x3_fill)(const depthwise_args *a, const float *src, float *pa
         for (; 2 * t + 2 * VEC_FLOATS <= w; t += VEC_FLOATS) {
             const V8F first = *(const V8FU *)(s + 2 * t);
             const V8F second = *(const V8FU *)(s + 2 * t + VEC_FLOATS);
-            *(V8FU *)(row + even_to + t) = ISA(even_lanes)(first, second);
-            *(V8FU *)(row + odd_to + t) = ISA(odd_lanes)(first, second);
+            *(V8FU *)(row + even_to + t) = ISA(half_lanes)(first, second, 0);
+            *(V8FU *)(row + odd_to + t) = ISA(half_lanes)(first, second, 1);
         }
         for (; 2 * t < w; ++t) {
             row[even_to + t] = s[2 * t];

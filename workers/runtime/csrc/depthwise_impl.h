@@ -13,7 +13,7 @@
 #endif
 
 /* Even (odd = 0) or odd (odd = 1) lanes of the 2 * VEC_FLOATS floats first:second. On AVX2 an
- * in-lane shufps and a 64-bit lane permute; GCC's generic shuffle takes vpermd pairs and a blend. */
+ * in-lane shufps and a 64-bit lane permute; GCC's generic shuffle takes vpermd pairs, a blend. */
 static inline __attribute__((always_inline)) V8F ISA(half_lanes)(V8F first, V8F second, int odd) {
 #if defined(__x86_64__) && VEC_FLOATS == 8
     const __m256 pairs = odd ? _mm256_shuffle_ps((__m256)first, (__m256)second, 0xDD)

@@ -2,10 +2,12 @@
 
 The model stays a standard ONNX file (pruned weights are zeros), loadable by plain onnxruntime.
 At load time, every Conv/Gemm/MatMul whose weight is sparse enough is packed for the C kernels,
-depthwise convolutions go to a C kernel too, and a following residual Add and Relu/Clip are fused
-into the layer; the graph is cut at those layers and each run of the remaining dense nodes
-becomes one onnxruntime session. The cost of the glue is one ``session.run`` per dense segment
-(tens of microseconds each), which ``segment_count`` exposes.
+depthwise convolutions, 3x3 RGB stems, GlobalAveragePool and Flatten go to the kernels too, a
+following residual Add and Relu/Clip are fused into the layer, and a sparse convolution feeding
+only a depthwise one (and the 1x1 projection after it) become one fused layer (``fusion``). The
+graph is cut at those layers and each run of the remaining dense nodes becomes one onnxruntime
+session; ``segment_count`` exposes how many (MobileNetV2 needs none). Each layer prepares its C
+call once per input shape, so a run costs microseconds of Python per layer.
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
     }
     const spmm_args *band_pj = plan.project_bands ? pj : NULL;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && items > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && items > 1)
 #endif
     for (int item = 0; item < items; ++item) {
 #ifdef _OPENMP

@@ -159,8 +159,14 @@ static int balanced_row(const spmm_args *a, int mblocks, int t, int nt) {
     return lo;
 }
 
+/* Work items per thread in a parallel call, taken first come first served: a thread whose core
+ * was asleep (an idle vCPU of a VM halts, and waking it took ~0.5 ms here, longer than a whole
+ * layer) starts late, and the threads already running take its items meanwhile, so a late
+ * start costs at most the one item in hand instead of the late thread's whole half. */
+#define ITEMS_PER_THREAD 4
+
 /* Split the columns when every thread gets several full-width tiles (weights shared, X strips
- * private); otherwise split the block rows by stored blocks, so each thread runs the same tile
+ * private); otherwise split the block rows by stored blocks, so each item runs the same tile
  * sequence as one thread would, on its share of the weights. */
 static void run_threads(range_fn fn, const spmm_args *a, int threads) {
     int mblocks = (a->m + a->block_rows - 1) / a->block_rows;
@@ -170,20 +176,20 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
         return;
     }
     int split_cols = a->n >= threads * COLUMNS_PER_THREAD || mblocks < 2 * threads;
+    int items = threads * ITEMS_PER_THREAD, units = split_cols ? col_groups : mblocks;
+    if (items > units) items = units;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    for (int t = 0, nt = threads; t < nt; ++t) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
 #endif
+    for (int t = 0; t < items; ++t) {
         if (split_cols) {
-            int g0 = (int)((long)col_groups * t / nt), g1 = (int)((long)col_groups * (t + 1) / nt);
+            int g0 = (int)((long)col_groups * t / items);
+            int g1 = (int)((long)col_groups * (t + 1) / items);
             int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
             if (n0 < n1) fn(a, 0, mblocks, n0, n1);
         } else {
-            int b0 = balanced_row(a, mblocks, t, nt), b1 = balanced_row(a, mblocks, t + 1, nt);
-            if (t == nt - 1) b1 = mblocks;
+            int b0 = balanced_row(a, mblocks, t, items), b1 = balanced_row(a, mblocks, t + 1, items);
+            if (t == items - 1) b1 = mblocks;
             if (b0 < b1) fn(a, b0, b1, 0, a->n);
         }
     }
@@ -339,16 +345,20 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     }
     zero_slices(scratch, threads, scratch_floats, FOR_ISA(depthwise_zeroed, chosen)(&a));
     Py_BEGIN_ALLOW_THREADS
+    const int items = threads > 1 ? (int)(planes < threads * ITEMS_PER_THREAD
+                                              ? planes : threads * ITEMS_PER_THREAD) : 1;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1 && planes > 1)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int p0 = (int)(planes * t / nt), p1 = (int)(planes * (t + 1) / nt);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
+#endif
+    for (int item = 0; item < items; ++item) {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        const int p0 = (int)(planes * item / items), p1 = (int)(planes * (item + 1) / items);
         fn(&a, p0, p1, scratch + scratch_floats * t);
     }
-#else
-    fn(&a, 0, (int)planes, scratch);
-#endif
     Py_END_ALLOW_THREADS
     release_all(&s);
     return PyLong_FromLong(chosen);

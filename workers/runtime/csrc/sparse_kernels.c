@@ -188,7 +188,8 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
             int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
             if (n0 < n1) fn(a, 0, mblocks, n0, n1);
         } else {
-            int b0 = balanced_row(a, mblocks, t, items), b1 = balanced_row(a, mblocks, t + 1, items);
+            int b0 = balanced_row(a, mblocks, t, items);
+            int b1 = balanced_row(a, mblocks, t + 1, items);
             if (t == items - 1) b1 = mblocks;
             if (b0 < b1) fn(a, b0, b1, 0, a->n);
         }

@@ -209,9 +209,7 @@ static int ISA(dw3x3_direct_ok)(const depthwise_args *a) {
                                     : *(const V8FU *)((row) + pos - 1);                          \
         const V8F right = (edge) > 0 ? __builtin_shuffle(mid, zero, SHIFT_IN_RIGHT)              \
                                      : *(const V8FU *)((row) + pos + 1);                         \
-        acc += ta * left;                                                                        \
-        acc += tb * mid;                                                                         \
-        acc += tc * right;                                                                       \
+        DW3_PAIR_ROW(left, mid, right, acc, ta, tb, tc);                                         \
     } while (0)
 
 /* One output vector at ``pos``; edge -1: first vector, +1: last vector, 0: inside. */

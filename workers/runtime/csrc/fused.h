@@ -219,11 +219,7 @@ static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && items > 1)
 #endif
     for (int item = 0; item < items; ++item) {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
+        const int t = thread_index();
         fused_item(spmm, dw, e, g, d, band_pj, &plan, item, buffers + plan.buffer_floats * t,
                    cols + plan.cols_floats * t, dw_out + (band_pj ? plan.dw_floats * t : 0),
                    scratch + scratch_floats * t);

@@ -159,6 +159,15 @@ static int balanced_row(const spmm_args *a, int mblocks, int t, int nt) {
     return lo;
 }
 
+/* This OpenMP thread's number inside a parallel region (0 without OpenMP). */
+static inline int thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* Work items per thread in a parallel call, taken first come first served: a thread whose core
  * was asleep (an idle vCPU of a VM halts, and waking it took ~0.5 ms here, longer than a whole
  * layer) starts late, and the threads already running take its items meanwhile, so a late
@@ -352,11 +361,7 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
 #endif
     for (int item = 0; item < items; ++item) {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
+        const int t = thread_index();
         const int p0 = (int)(planes * item / items), p1 = (int)(planes * (item + 1) / items);
         fn(&a, p0, p1, scratch + scratch_floats * t);
     }

@@ -18,6 +18,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = os.path.join("workers", "runtime", "csrc")
+HEADERS = ["vec_impl.h", "spmm_impl.h", "depthwise_impl.h", "vec_end.h", "fused.h"]
 
 
 def _compiler_accepts(compiler: list[str], flags: list[str]) -> bool:
@@ -58,7 +59,7 @@ ext_modules = [
     Extension(
         "workers.runtime._sparse_kernels",
         sources=[os.path.join(CSRC, "sparse_kernels.c")],
-        depends=[os.path.join(CSRC, "spmm_impl.h")],
+        depends=[os.path.join(CSRC, name) for name in HEADERS],
         extra_compile_args=[
             "-O3",
             "-std=gnu11",

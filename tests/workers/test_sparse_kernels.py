@@ -147,6 +147,15 @@ def test_sparse_conv2d_matches_torch(kernel, stride, pads, dilation) -> None:
     np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def _torch_depthwise(x, w, bias, stride, pads, clip):
+    torch = pytest.importorskip("torch")
+    padded = torch.nn.functional.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
+    ref = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(w), torch.from_numpy(bias), stride=stride, groups=x.shape[1]
+    )
+    return ref.clamp(*clip).numpy()
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(
     "channels,size,kernel,stride,pads",
@@ -154,7 +163,6 @@ def test_sparse_conv2d_matches_torch(kernel, stride, pads, dilation) -> None:
      (4, (12, 40), 3, 2, (1, 1, 1, 1)), (6, (10, 6), 3, 1, (0, 0, 0, 0)), (2, (33, 70), 3, 1, (1, 1, 1, 1))],
 )  # fmt: skip
 def test_depthwise_matches_torch(isa: str, channels, size, kernel, stride, pads) -> None:
-    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(13)
     x = rng.standard_normal((2, channels, *size)).astype(np.float32)
     w = rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)
@@ -170,11 +178,8 @@ def test_depthwise_matches_torch(isa: str, channels, size, kernel, stride, pads)
         threads=2,
         isa=isa,  # type: ignore[arg-type]
     )
-    padded = torch.nn.functional.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
-    ref = torch.nn.functional.conv2d(
-        padded, torch.from_numpy(w), torch.from_numpy(bias), stride=stride, groups=channels
-    ).clamp(0, 6)
-    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
+    expected = _torch_depthwise(x, w, bias, stride, pads, (0.0, 6.0))
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_fused_residual_and_workspace_reuse() -> None:
@@ -189,3 +194,123 @@ def test_fused_residual_and_workspace_reuse() -> None:
     second = kernels.sparse_conv2d(2 * x, pack(w, "4x1"), (1, 1), workspace=workspace)
     assert np.shares_memory(first, second)  # the workspace array is reused, not reallocated
     np.testing.assert_allclose(second, 2 * np.einsum("oc,bchw->bohw", w, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize(
+    "pads", [(1, 1, 1, 1), (0, 0, 0, 0), (0, 1, 1, 0), (1, 0, 0, 1), (0, 1, 2, 1), (2, 1, 0, 1)]
+)
+@pytest.mark.parametrize("width", [1, 3, 7, 8, 9, 14, 16, 17, 28, 31, 33, 56, 113])
+def test_depthwise_3x3_fast_path_widths_strides_pads(isa: str, stride: int, pads, width) -> None:
+    """The 3x3 paths: rows narrower than a vector, remainder groups, odd left padding, and
+    same-padded stride-1 rows read in place (pads (*, 1, *, 1)), with uneven top/bottom."""
+    rng = np.random.default_rng(width * 10 + stride)
+    height = 5 + width % 4
+    if width + pads[1] + pads[3] < 3:
+        pytest.skip("narrower than the filter")
+    x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    clip = (-1.0, 2.0)
+    y = kernels.depthwise_conv2d(
+        x, w, (stride, stride), pads, (1, 1), bias, clip, threads=2, isa=isa,  # type: ignore[arg-type]
+    )  # fmt: skip
+    expected = _torch_depthwise(x, w, bias, stride, pads, clip)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_3x3_reuses_scratch_across_planes_and_calls() -> None:
+    """Planes of one call share a scratch, and calls reuse the thread's scratch: padding written
+    as data by one plane, path or geometry must read as zero in the next."""
+    rng = np.random.default_rng(5)
+    workspace = kernels.Workspace()
+    for stride, size in [(1, (11, 10)), (2, (11, 10)), (2, (30, 41)), (1, (7, 7)), (2, (9, 33)),
+                         (1, (40, 12)), (1, (11, 10))]:  # fmt: skip
+        x = (rng.standard_normal((3, 16, *size)) + 5).astype(np.float32)  # borders would leak
+        w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+        bias = np.zeros(16, dtype=np.float32)
+        y = kernels.depthwise_conv2d(x, w, (stride, stride), (1, 1, 1, 1), (1, 1), bias,
+                                     None, threads=1, workspace=workspace)  # fmt: skip
+        expected = _torch_depthwise(x, w, bias, stride, (1, 1, 1, 1), (-np.inf, np.inf))
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4, err_msg=str((stride, size)))
+
+
+CONV_DEPTHWISE_CASES = [
+    # channels, mid channels, image size, first conv (kernel, stride, pad), depthwise stride, kernel
+    (5, 13, (9, 7), (1, 1, 0), 1, 3),
+    (8, 20, (112, 112), (1, 1, 0), 2, 3),
+    (6, 12, (30, 31), (1, 1, 0), 1, 3),
+    (4, 9, (10, 11), (1, 1, 0), 2, 5),
+    (4, 64, (64, 200), (1, 1, 0), 1, 3),  # many bands
+    (4, 48, (40, 150), (1, 1, 0), 1, 5),
+    (3, 16, (224, 224), (3, 2, 1), 1, 3),  # MobileNet's stem + first depthwise, im2col per band
+    (3, 12, (33, 29), (3, 1, 0), 2, 3),
+    (2, 8, (20, 21), (5, 2, 2), 1, 3),
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("channels,mid,size,first,stride,kernel", CONV_DEPTHWISE_CASES)
+def test_conv_depthwise_equals_the_layers_one_by_one(
+    fmt: str, isa: str, threads: int, project: bool, channels, mid, size, first, stride, kernel
+) -> None:
+    """Fused conv + depthwise (+ 1x1 project with residual) == one after the other, in bands,
+    pointwise or through im2col; with a project, threads take whole bands."""
+    rng = np.random.default_rng(mid * 7 + stride)
+    ck, cs, cp = first
+    if channels * ck * ck < BLOCK_SHAPES[fmt][1] or mid < BLOCK_SHAPES[fmt][1]:
+        pytest.skip("fewer columns than the block width")
+    w = sparsify(rng.standard_normal((mid, channels * ck * ck)), 0.6, BLOCK_SHAPES[fmt])
+    x = rng.standard_normal((2, channels, *size)).astype(np.float32)
+    bias = rng.standard_normal(mid).astype(np.float32)
+    dw = rng.standard_normal((mid, 1, kernel, kernel)).astype(np.float32)
+    dw_bias = rng.standard_normal(mid).astype(np.float32)
+    pad = kernel // 2
+    conv = ((ck, ck), (cs, cs), (cp,) * 4, (1, 1))
+    depthwise = ((kernel, kernel), (stride, stride), (pad,) * 4, (1, 1))
+    clip, packed = (0.0, 6.0), pack(w, fmt)
+    middle = kernels.sparse_conv2d(
+        x, packed, (ck, ck), (cs, cs), (cp,) * 4, bias=bias, clip=clip, isa=isa,  # type: ignore[arg-type]
+    )  # fmt: skip
+    expected = _torch_depthwise(middle, dw, dw_bias, stride, (pad,) * 4, (-1.0, 4.0))
+    extra: dict = {}
+    residual = None
+    if project:
+        pw = sparsify(rng.standard_normal((11, mid)), 0.6, BLOCK_SHAPES[fmt])
+        p_bias = rng.standard_normal(11).astype(np.float32)
+        residual = rng.standard_normal((2, 11, *expected.shape[2:])).astype(np.float32)
+        extra = {"project": pack(pw, fmt), "project_bias": p_bias, "project_clip": (-2.0, 3.0)}
+        flat = np.einsum("oc,bchw->bohw", pw, expected) + p_bias[:, None, None] + residual
+        expected = np.clip(flat, -2.0, 3.0)
+    fused = kernels.plan_conv_depthwise(
+        x.shape, packed, bias, clip, dw, conv, depthwise, dw_bias, (-1.0, 4.0), threads=threads,
+        isa=isa, **extra,  # type: ignore[arg-type]
+    )(x, residual)  # fmt: skip
+    np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_column_count_splits_into_tiles_exactly(fmt: str, isa: str) -> None:
+    """Columns 1..140: balanced tile widths, overlapped last vectors and panel edges."""
+    rng = np.random.default_rng(23)
+    w = sparsify(rng.standard_normal((9, 24)), 0.7, BLOCK_SHAPES[fmt])
+    packed = pack(w, fmt)
+    for n in range(1, 141):
+        x = rng.standard_normal((24, n)).astype(np.float32)
+        for threads in (1, 2):
+            y = kernels.spmm(packed, x, threads=threads, isa=isa)  # type: ignore[arg-type]
+            np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4, err_msg=str(n))
+
+
+def test_workspace_arrays_are_64_byte_aligned() -> None:
+    workspace = kernels.Workspace()
+    for shape in [(1, 3, 5, 7), (13,), (2, 49)]:
+        array = workspace.get(f"role{len(shape)}", shape)
+        assert array.shape == shape and array.dtype == np.float32 and array.flags.c_contiguous
+        assert array.ctypes.data % 64 == 0

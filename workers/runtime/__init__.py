@@ -31,6 +31,10 @@ _LAZY = {
     "depthwise_conv2d": "workers.runtime.kernels",
     "sparse_conv2d": "workers.runtime.kernels",
     "sparse_linear": "workers.runtime.kernels",
+    "plan_conv_depthwise": "workers.runtime.kernels",
+    "plan_depthwise_conv2d": "workers.runtime.kernels",
+    "plan_sparse_conv2d": "workers.runtime.kernels",
+    "plan_sparse_linear": "workers.runtime.kernels",
 }
 
 __all__ = sorted(_LAZY)

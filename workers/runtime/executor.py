@@ -2,10 +2,12 @@
 
 The model stays a standard ONNX file (pruned weights are zeros), loadable by plain onnxruntime.
 At load time, every Conv/Gemm/MatMul whose weight is sparse enough is packed for the C kernels,
-depthwise convolutions go to a C kernel too, and a following residual Add and Relu/Clip are fused
-into the layer; the graph is cut at those layers and each run of the remaining dense nodes
-becomes one onnxruntime session. The cost of the glue is one ``session.run`` per dense segment
-(tens of microseconds each), which ``segment_count`` exposes.
+depthwise convolutions, 3x3 RGB stems, GlobalAveragePool and Flatten go to the kernels too, a
+following residual Add and Relu/Clip are fused into the layer, and a sparse convolution feeding
+only a depthwise one (and the 1x1 projection after it) become one fused layer (``fusion``). The
+graph is cut at those layers and each run of the remaining dense nodes becomes one onnxruntime
+session; ``segment_count`` exposes how many (MobileNetV2 needs none). Each layer prepares its C
+call once per input shape, so a run costs microseconds of Python per layer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from workers.runtime import glue_ops  # noqa: F401 - registers GlobalAveragePool and Flatten
+from workers.runtime.fusion import fuse_steps
 from workers.runtime.sparse_ops import KernelLayer, initializer_arrays, make_layer
 
 logger = logging.getLogger(__name__)
@@ -129,9 +133,13 @@ class SparseExecutor:
         fused: set[int] = set()
         available = set(self.input_names)  # values computed before the current node
         for index, node in enumerate(nodes):
-            if index in fused:
-                continue
+            if index in fused or all(name in constants for name in node.output):
+                continue  # Constant/Identity-of-constant outputs are folded in where used
             layer = make_layer(node, constants, fmt, min_sparsity)
+            if layer is not None and layer.weights is None and steps:
+                # A weight-free glue op after dense nodes stays with them: on its own it would
+                # cut their segment in two (one more session.run) to save microseconds.
+                layer = None if isinstance(steps[-1], _Segment) else layer
             if layer is None:
                 if not steps or not isinstance(steps[-1], _Segment):
                     steps.append(_Segment([]))
@@ -147,9 +155,13 @@ class SparseExecutor:
                 steps.append(layer)
             available.update(node.output)
         self.steps = steps
-        self.kernel_layers = [step for step in steps if isinstance(step, KernelLayer)]
-        self.sparse_layers = [layer for layer in self.kernel_layers if layer.is_sparse]
         self._wire_segments(model, constants, graph_outputs, optimization)
+        # After wiring: segments of only constants (Clip bounds) no longer sit between layers.
+        self.steps = fuse_steps(
+            self.steps, lambda name: self._only_consumer(name, nodes, graph_outputs) is not None
+        )
+        self.kernel_layers = [step for step in self.steps if isinstance(step, KernelLayer)]
+        self.sparse_layers = [layer for layer in self.kernel_layers if layer.is_sparse]
 
     def _only_consumer(self, name: str, nodes, graph_outputs) -> int | None:
         """Index of the single node reading ``name``, None if it is shared or a graph output."""

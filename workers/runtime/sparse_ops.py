@@ -22,10 +22,19 @@ from workers.runtime.sparse_formats import BLOCK_SHAPES, SparseMatrix, pack
 #: Block formats tried by ``choose_format("auto")``, fastest first (bench/kernels.py).
 AUTO_FORMATS = ("4x1", "4x4", "8x1")
 
+#: Dense ungrouped KxK convolutions (K > 1) with at most this many input features per output
+#: (3x3 stems on RGB images: 27) run in the kernels too, packed in 4x1 blocks with every value
+#: stored. On the 2-core EPYC the 32 x 27 stem alone is on par with onnxruntime's Conv (0.50 vs
+#: 0.43 ms, noisy), but it can then fuse with a following depthwise convolution (MobileNet) and
+#: the graph keeps one onnxruntime segment less; ResNet's 7x7 stem (147 features) is 1.7x
+#: slower in the kernels (5.5 vs 3.3 ms), so larger stems stay in onnxruntime.
+STEM_FEATURES = 32
+
 Clip = tuple[float, float] | None
 
 
-LayerCall = Callable[..., np.ndarray]
+#: ``prepare(layer, input_shape, threads)``: the layer's runner for that shape (kernels.Runner).
+Prepare = Callable[["KernelLayer", tuple[int, ...], int], kernels.Runner]
 
 
 @dataclass
@@ -34,22 +43,31 @@ class KernelLayer:
 
     ``run(x, threads, residual)`` computes ``clip(layer(x) + bias + residual)``: the bias, a
     following residual Add (``residual_name``) and a Relu/Clip are fused into the kernel.
+    ``prepare`` makes a runner per input shape on first use, with every argument of the C call
+    worked out, so later runs cost microseconds of Python; the executor fuses (sets ``clip``,
+    ``residual_name``) before any run.
     """
 
     node_name: str
     op_type: str
     input_name: str
     output_name: str
-    weights: SparseMatrix | np.ndarray
+    weights: SparseMatrix | np.ndarray | None  # None: a weight-free glue op (glue_ops)
     bias: np.ndarray | None
-    call: LayerCall
+    prepare: Prepare
     clip: Clip = None
     residual_name: str | None = None
     workspace: kernels.Workspace = field(default_factory=kernels.Workspace)
+    geometry: kernels.ConvGeometry | None = None  # Conv layers only
+    parts: tuple[KernelLayer, KernelLayer] | None = None  # a fused layer's conv and depthwise
+    _runners: dict[tuple[tuple[int, ...], int], kernels.Runner] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def is_sparse(self) -> bool:
-        """True for packed sparse weights (False for the dense depthwise kernel)."""
+        """True for weights packed for the sparse kernels (a dense stem's too; False for the
+        dense depthwise kernel)."""
         return isinstance(self.weights, SparseMatrix)
 
     def run(self, x: np.ndarray, threads: int, residual: np.ndarray | None = None) -> np.ndarray:
@@ -57,7 +75,11 @@ class KernelLayer:
 
         The result may live in the layer's workspace: the next call overwrites it.
         """
-        return self.call(x, self.weights, self.bias, self.clip, threads, residual, self.workspace)
+        key = (x.shape, threads)
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = self._runners[key] = self.prepare(self, x.shape, threads)
+        return runner(x, residual)
 
 
 SparseOpRule = Callable[[onnx.NodeProto, dict[str, np.ndarray], str, float], "KernelLayer | None"]
@@ -156,7 +178,7 @@ def _conv_geometry(attrs: dict[str, Any]) -> tuple[tuple[int, ...], ...] | None:
 
 @register_sparse_op("Conv")
 def conv_rule(node, initializers, fmt, min_sparsity):
-    """2-D Conv with constant weight and bias: ungrouped and sparse, or depthwise (dense)."""
+    """2-D Conv with constant weight and bias: ungrouped and sparse, a dense stem, or depthwise."""
     attrs = _attributes(node)
     weight = initializers.get(node.input[1])
     geometry = _conv_geometry(attrs)
@@ -169,32 +191,45 @@ def conv_rule(node, initializers, fmt, min_sparsity):
     if bias is False:
         return None
     if group == cout and cin_per_group == 1 and group != 1:
-
-        def depthwise(x, weights, bias_, clip, threads, residual, workspace):
-            return kernels.depthwise_conv2d(
-                x, weights, strides, pads, dilations, bias_, clip, threads, workspace=workspace
-            )
-
         layer_weights: SparseMatrix | np.ndarray = weight
-        call: LayerCall = depthwise
-    elif group == 1 and _sparse_weight(node, initializers, min_sparsity) is not None:
-
-        def call(x, weights, bias_, clip, threads, residual, workspace):
-            return kernels.sparse_conv2d(
-                x, weights, (kh, kw), strides, pads, dilations, bias_, clip, threads,
-                residual=residual, workspace=workspace,
-            )  # fmt: skip
-
-        layer_weights = _pack(weight.reshape(cout, -1), fmt)
+        prepare: Prepare = _plan_depthwise
+    elif group == 1 and (
+        _sparse_weight(node, initializers, min_sparsity) is not None
+        or (cin_per_group * kh * kw <= STEM_FEATURES and kh * kw > 1)
+    ):
+        matrix = weight.reshape(cout, -1)
+        dense = weight_sparsity(weight) < min_sparsity
+        layer_weights = _pack(matrix, "4x1" if dense else fmt)
+        prepare = _plan_conv
     else:
         return None
     return KernelLayer(
-        node.name, node.op_type, node.input[0], node.output[0], layer_weights, bias, call
+        node.name, node.op_type, node.input[0], node.output[0], layer_weights, bias, prepare,
+        geometry=((kh, kw), strides, pads, dilations),
+    )  # fmt: skip
+
+
+def _plan_depthwise(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+    assert isinstance(layer.weights, np.ndarray) and layer.geometry is not None
+    return kernels.plan_depthwise_conv2d(
+        shape, layer.weights, layer.geometry, layer.bias, layer.clip, threads,
+        workspace=layer.workspace,
+    )  # fmt: skip
+
+
+def _plan_conv(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+    assert isinstance(layer.weights, SparseMatrix) and layer.geometry is not None
+    return kernels.plan_sparse_conv2d(
+        shape, layer.weights, layer.geometry, layer.bias, layer.clip, threads,
+        workspace=layer.workspace,
+    )  # fmt: skip
+
+
+def _plan_linear(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
+    assert isinstance(layer.weights, SparseMatrix)
+    return kernels.plan_sparse_linear(
+        shape, layer.weights, layer.bias, layer.clip, threads, workspace=layer.workspace
     )
-
-
-def _linear_call(x, weights, bias, clip, threads, residual, workspace):
-    return kernels.sparse_linear(x, weights, bias, clip, threads, residual=residual)
 
 
 @register_sparse_op("Gemm")
@@ -212,7 +247,7 @@ def gemm_rule(node, initializers, fmt, min_sparsity):
         return None
     return KernelLayer(
         node.name, node.op_type, node.input[0], node.output[0], _pack(matrix, fmt), bias,
-        _linear_call,
+        _plan_linear,
     )  # fmt: skip
 
 
@@ -224,7 +259,7 @@ def matmul_rule(node, initializers, fmt, min_sparsity):
         return None
     return KernelLayer(
         node.name, node.op_type, node.input[0], node.output[0], _pack(weight.T, fmt), None,
-        _linear_call,
+        _plan_linear,
     )  # fmt: skip
 
 

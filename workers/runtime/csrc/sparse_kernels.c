@@ -12,6 +12,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
 
 typedef struct {
     int m, k, n;                 /* W is m x k, X is k x n, Y is m x n */
@@ -24,6 +27,10 @@ typedef struct {
     const float *bias;           /* m entries, or NULL */
     const float *residual;       /* m x n added before the activation (fused Add), or NULL */
     float lo, hi;                /* fused activation: clip(v, lo, hi) */
+    /* Where Y[row, col] is: y[(row - y_row0) * ldy + col - y_col0] (ldy = n, 0, 0 for all of Y;
+     * a fused layer writes a block of rows and columns into a buffer of its own). */
+    int y_row0, y_col0, ldy;
+    int ldr; /* floats between residual rows (n unless a fused layer says otherwise) */
 } spmm_args;
 
 #define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
@@ -33,7 +40,53 @@ typedef struct {
     const float *x, *weight, *bias;  /* weight: c x kh x kw; bias: c entries or NULL */
     float *y;
     float lo, hi;
+    int ch0;     /* plane p of x uses filter (p + ch0) % c */
+    int y_plane; /* floats between output planes; 0 means oh * ow */
 } depthwise_args;
+
+/* Scratch of ``count`` floats on a 64-byte boundary; NULL when out of memory. It is the calling
+ * thread's, kept between calls and grown as needed: buffers of hundreds of KiB come from mmap and
+ * would pay a page fault per 4 KiB on every call (MobileNet makes ~40 such calls per image). The
+ * GIL is released while kernels run, so each Python thread has its own. */
+static __thread float *thread_scratch = NULL;
+static __thread size_t thread_scratch_floats = 0;
+
+static float *take_scratch(size_t count) {
+    if (count > thread_scratch_floats) {
+        void *memory = NULL;
+        if (posix_memalign(&memory, 64, sizeof(float) * (count + 16)) != 0) return NULL;
+        free(thread_scratch);
+        thread_scratch = memory;
+        thread_scratch_floats = count;
+    }
+    return thread_scratch;
+}
+
+/* Zeroes the first ``zeroed`` floats of each of ``slices`` slices ``stride`` floats apart. */
+static void zero_slices(float *scratch, int slices, size_t stride, size_t zeroed) {
+    for (int t = 0; t < slices; ++t) memset(scratch + stride * t, 0, sizeof(float) * zeroed);
+}
+
+static size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
+
+/* 3x3 depthwise filters with dilation 1 and equal strides 1 or 2 run the fast path. */
+static int depthwise_fast_3x3(const depthwise_args *a) {
+    return a->kh == 3 && a->kw == 3 && a->dh == 1 && a->dw == 1 && a->sh == a->sw &&
+           (a->sh == 1 || a->sh == 2);
+}
+
+/* Floats per padded scratch row: the padded width for the general path; for the fast path
+ * room for a vector's over-read past the row, and stride 2 keeps even then odd columns. */
+static int depthwise_row_floats(const depthwise_args *a) {
+    const int pw = a->w + a->pl + a->pr;
+    if (!depthwise_fast_3x3(a)) return pw;
+    return a->sh == 1 ? pw + 32 : 2 * ((pw + 1) / 2 + 16);
+}
+
+/* One thread's zeroed scratch: the padded plane and spare floats for over-reads. */
+static size_t depthwise_scratch_floats(const depthwise_args *a) {
+    return round16((size_t)(a->h + a->pt + a->pb) * depthwise_row_floats(a) + 64);
+}
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_AVX2_BUILD 1
@@ -41,7 +94,10 @@ typedef struct {
 #pragma GCC target("avx2,fma")
 #define ISA(name) name##_avx2
 #define VEC_FLOATS 8
+#include "vec_impl.h"
 #include "spmm_impl.h"
+#include "depthwise_impl.h"
+#include "vec_end.h"
 #undef VEC_FLOATS
 #undef ISA
 #pragma GCC pop_options
@@ -49,7 +105,10 @@ typedef struct {
 
 #define ISA(name) name##_portable
 #define VEC_FLOATS 4
+#include "vec_impl.h"
 #include "spmm_impl.h"
+#include "depthwise_impl.h"
+#include "vec_end.h"
 #undef VEC_FLOATS
 #undef ISA
 
@@ -79,21 +138,12 @@ static int pick_isa(int requested) {
     return ISA_PORTABLE;
 }
 
-static range_fn spmm_for(int isa) {
+/* ``name``'s copy for the instruction set a call runs (from pick_isa). */
 #ifdef HAVE_AVX2_BUILD
-    if (isa == ISA_AVX2) return spmm_range_avx2;
+#define FOR_ISA(name, isa) ((isa) == ISA_AVX2 ? name##_avx2 : name##_portable)
+#else
+#define FOR_ISA(name, isa) ((void)(isa), name##_portable)
 #endif
-    (void)isa;
-    return spmm_range_portable;
-}
-
-static planes_fn depthwise_for(int isa) {
-#ifdef HAVE_AVX2_BUILD
-    if (isa == ISA_AVX2) return depthwise_planes_avx2;
-#endif
-    (void)isa;
-    return depthwise_planes_portable;
-}
 
 /* First block row of thread t's share when block rows are split by stored blocks, so threads get
  * equal work even when the sparsity differs between rows. */
@@ -109,8 +159,23 @@ static int balanced_row(const spmm_args *a, int mblocks, int t, int nt) {
     return lo;
 }
 
+/* This OpenMP thread's number inside a parallel region (0 without OpenMP). */
+static inline int thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Work items per thread in a parallel call, taken first come first served: a thread whose core
+ * was asleep (an idle vCPU of a VM halts, and waking it took ~0.5 ms here, longer than a whole
+ * layer) starts late, and the threads already running take its items meanwhile, so a late
+ * start costs at most the one item in hand instead of the late thread's whole half. */
+#define ITEMS_PER_THREAD 4
+
 /* Split the columns when every thread gets several full-width tiles (weights shared, X strips
- * private); otherwise split the block rows by stored blocks, so each thread runs the same tile
+ * private); otherwise split the block rows by stored blocks, so each item runs the same tile
  * sequence as one thread would, on its share of the weights. */
 static void run_threads(range_fn fn, const spmm_args *a, int threads) {
     int mblocks = (a->m + a->block_rows - 1) / a->block_rows;
@@ -120,206 +185,274 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
         return;
     }
     int split_cols = a->n >= threads * COLUMNS_PER_THREAD || mblocks < 2 * threads;
+    int items = threads * ITEMS_PER_THREAD, units = split_cols ? col_groups : mblocks;
+    if (items > units) items = units;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    for (int t = 0, nt = threads; t < nt; ++t) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
 #endif
+    for (int t = 0; t < items; ++t) {
         if (split_cols) {
-            int g0 = (int)((long)col_groups * t / nt), g1 = (int)((long)col_groups * (t + 1) / nt);
+            int g0 = (int)((long)col_groups * t / items);
+            int g1 = (int)((long)col_groups * (t + 1) / items);
             int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
             if (n0 < n1) fn(a, 0, mblocks, n0, n1);
         } else {
-            int b0 = balanced_row(a, mblocks, t, nt), b1 = balanced_row(a, mblocks, t + 1, nt);
-            if (t == nt - 1) b1 = mblocks;
+            int b0 = balanced_row(a, mblocks, t, items);
+            int b1 = balanced_row(a, mblocks, t + 1, items);
+            if (t == items - 1) b1 = mblocks;
             if (b0 < b1) fn(a, b0, b1, 0, a->n);
         }
     }
 }
 
-/* ---- Python bindings ------------------------------------------------------------------- */
+#include "fused.h"
 
-static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize,
-                      int writable, const char *what) {
+/* ---- Python bindings ---------------------------------------------------------------------
+ * Python passes plain buffers; every one taken is released by release_all on every path. */
+
+typedef struct {
+    Py_buffer views[16];
+    int count;
+} buffer_set;
+
+/* The buffer of ``obj`` (C-contiguous, 4-byte items, at least ``items``), or NULL with an error
+ * set; ``optional`` accepts None (NULL, no error). */
+static void *take(buffer_set *s, PyObject *obj, Py_ssize_t items, int writable, int optional,
+                  const char *what) {
+    if (optional && obj == Py_None) return NULL;
+    Py_buffer *view = &s->views[s->count];
     int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    if (view->itemsize != itemsize || view->len < items * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: expected at least %zd items of %zd bytes, got %zd bytes",
-                     what, items, itemsize, view->len);
-        PyBuffer_Release(view);
-        return -1;
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return NULL;
+    s->count++;
+    if (view->itemsize != 4 || view->len < items * 4) {
+        PyErr_Format(PyExc_ValueError, "%s: expected at least %zd items of 4 bytes, got %zd bytes",
+                     what, items, view->len);
+        return NULL;
     }
-    return 0;
+    return view->buf;
 }
 
-static PyObject *py_spmm(PyObject *self, PyObject *args) {
-    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o, *res_o;
-    int m, k, n, br, bc, batch, threads, isa;
-    float lo, hi;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOOiffii", &m, &k, &n, &br, &bc, &ptr_o, &col_o,
-                          &val_o, &x_o, &y_o, &bias_o, &res_o, &batch, &lo, &hi, &threads, &isa))
-        return NULL;
-    if (m < 0 || k < 0 || n < 0 || br < 1 || bc < 1 || batch < 0) {
+static void release_all(buffer_set *s) {
+    while (s->count > 0) PyBuffer_Release(&s->views[--s->count]);
+}
+
+/* Fills a's sparse weights (block_ptr, block_col, values, bias) after checking them. */
+static int take_sparse(buffer_set *s, spmm_args *a, PyObject *ptr_o, PyObject *col_o,
+                       PyObject *val_o, PyObject *bias_o) {
+    if (a->m < 0 || a->k < 0 || a->n < 0 || a->block_rows < 1 || a->block_cols < 1) {
         PyErr_SetString(PyExc_ValueError, "spmm: negative size or empty block");
-        return NULL;
+        return -1;
     }
-    int mblocks = (m + br - 1) / br;
-    Py_buffer ptr_b, col_b, val_b, x_b, y_b, bias_b, res_b;
-    int have_bias = bias_o != Py_None, have_res = res_o != Py_None;
-    if (get_buffer(ptr_o, &ptr_b, mblocks + 1, 4, 0, "block_ptr") < 0) return NULL;
-    const int32_t *ptr = ptr_b.buf;
-    Py_ssize_t nblocks = ptr[mblocks];
-    PyObject *result = NULL;
-    int got_col = 0, got_val = 0, got_x = 0, got_y = 0, got_bias = 0, got_res = 0;
-    if (ptr[0] != 0 || nblocks < 0) {
+    const int mblocks = (a->m + a->block_rows - 1) / a->block_rows, bc = a->block_cols;
+    const int32_t *ptr = take(s, ptr_o, mblocks + 1, 0, 0, "block_ptr");
+    if (!ptr) return -1;
+    if (ptr[0] != 0) {
         PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must start at 0");
-        goto done;
+        return -1;
     }
     for (int i = 0; i < mblocks; ++i)
         if (ptr[i + 1] < ptr[i]) {
             PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must be non-decreasing");
-            goto done;
+            return -1;
         }
-    if (get_buffer(col_o, &col_b, nblocks, 4, 0, "block_col") < 0) goto done;
-    got_col = 1;
-    if (get_buffer(val_o, &val_b, nblocks * br * bc, 4, 0, "values") < 0) goto done;
-    got_val = 1;
-    const int32_t *cols = col_b.buf;
+    const Py_ssize_t nblocks = ptr[mblocks];
+    const int32_t *cols = take(s, col_o, nblocks, 0, 0, "block_col");
+    if (!cols || !(a->values = take(s, val_o, nblocks * a->block_rows * bc, 0, 0, "values")))
+        return -1;
     for (Py_ssize_t j = 0; j < nblocks; ++j)
-        if (cols[j] < 0 || cols[j] + bc > k) {
+        if (cols[j] < 0 || cols[j] + bc > a->k) {
             PyErr_Format(PyExc_ValueError, "spmm: block %zd starts at column %d, outside 0..%d",
-                         j, cols[j], k - bc);
-            goto done;
+                         j, cols[j], a->k - bc);
+            return -1;
         }
-    if (get_buffer(x_o, &x_b, (Py_ssize_t)batch * k * n, 4, 0, "x") < 0) goto done;
-    got_x = 1;
-    if (get_buffer(y_o, &y_b, (Py_ssize_t)batch * m * n, 4, 1, "y") < 0) goto done;
-    got_y = 1;
-    if (have_bias) {
-        if (get_buffer(bias_o, &bias_b, m, 4, 0, "bias") < 0) goto done;
-        got_bias = 1;
+    a->block_ptr = ptr;
+    a->block_col = cols;
+    a->bias = take(s, bias_o, a->m, 0, 1, "bias");
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* Checks a's geometry and fills its filter and bias (c x kh x kw and c floats). */
+static int take_depthwise(buffer_set *s, depthwise_args *a, PyObject *w_o, PyObject *bias_o) {
+    if (a->c < 0 || a->h < 0 || a->w < 0 || a->oh < 0 || a->ow < 0 || a->kh < 1 || a->kw < 1 ||
+        a->sh < 1 || a->sw < 1 || a->dh < 1 || a->dw < 1 || a->pt < 0 || a->pl < 0 ||
+        a->pb < 0 || a->pr < 0 ||
+        (a->oh - 1) * a->sh + (a->kh - 1) * a->dh >= a->h + a->pt + a->pb ||
+        (a->ow - 1) * a->sw + (a->kw - 1) * a->dw >= a->w + a->pl + a->pr ||
+        a->kh * a->kw > DEPTHWISE_MAX_TAPS) {
+        PyErr_SetString(PyExc_ValueError, "depthwise: invalid geometry");
+        return -1;
     }
-    if (have_res) {
-        if (get_buffer(res_o, &res_b, (Py_ssize_t)batch * m * n, 4, 0, "residual") < 0) goto done;
-        got_res = 1;
+    if (!(a->weight = take(s, w_o, (Py_ssize_t)a->c * a->kh * a->kw, 0, 0, "weight"))) return -1;
+    a->bias = take(s, bias_o, a->c, 0, 1, "bias");
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+#define PARSE_DEPTHWISE_GEOMETRY(a)                                                               \
+    &(a).h, &(a).w, &(a).oh, &(a).ow, &(a).kh, &(a).kw, &(a).sh, &(a).sw, &(a).pt, &(a).pl,     \
+        &(a).pb, &(a).pr, &(a).dh, &(a).dw, &(a).lo, &(a).hi
+
+static PyObject *py_spmm(PyObject *self, PyObject *args) {
+    PyObject *ptr_o, *col_o, *val_o, *x_o, *y_o, *bias_o, *res_o;
+    int batch, threads, isa;
+    spmm_args a = {0};
+    buffer_set s = {.count = 0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOOOiffii", &a.m, &a.k, &a.n, &a.block_rows,
+                          &a.block_cols, &ptr_o, &col_o, &val_o, &x_o, &y_o, &bias_o, &res_o,
+                          &batch, &a.lo, &a.hi, &threads, &isa))
+        return NULL;
+    a.ldy = a.ldr = a.n;
+    const size_t xs = (size_t)a.k * a.n, ys = (size_t)a.m * a.n;
+    const float *x, *residual;
+    float *y;
+    if (batch < 0 || take_sparse(&s, &a, ptr_o, col_o, val_o, bias_o) < 0 ||
+        !(x = take(&s, x_o, batch * xs, 0, 0, "x")) ||
+        !(y = take(&s, y_o, batch * ys, 1, 0, "y")) ||
+        ((residual = take(&s, res_o, batch * ys, 0, 1, "residual")), PyErr_Occurred())) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "spmm: negative batch");
+        release_all(&s);
+        return NULL;
     }
-    int chosen = pick_isa(isa);
-    range_fn fn = spmm_for(chosen);
-    spmm_args a = {m, k, n, br, bc, ptr, cols, val_b.buf, NULL, NULL,
-                   have_bias ? bias_b.buf : NULL, NULL, lo, hi};
+    const int chosen = pick_isa(isa);
+    range_fn fn = FOR_ISA(spmm_range, chosen);
     Py_BEGIN_ALLOW_THREADS
     for (int b = 0; b < batch; ++b) {
-        a.x = (const float *)x_b.buf + (size_t)b * k * n;
-        a.y = (float *)y_b.buf + (size_t)b * m * n;
-        if (have_res) a.residual = (const float *)res_b.buf + (size_t)b * m * n;
+        a.x = x + b * xs;
+        a.y = y + b * ys;
+        a.residual = residual ? residual + b * ys : NULL;
         run_threads(fn, &a, threads);
     }
     Py_END_ALLOW_THREADS
-    result = PyLong_FromLong(chosen);
-done:
-    PyBuffer_Release(&ptr_b);
-    if (got_col) PyBuffer_Release(&col_b);
-    if (got_val) PyBuffer_Release(&val_b);
-    if (got_x) PyBuffer_Release(&x_b);
-    if (got_y) PyBuffer_Release(&y_b);
-    if (got_bias) PyBuffer_Release(&bias_b);
-    if (got_res) PyBuffer_Release(&res_b);
-    return result;
+    release_all(&s);
+    return PyLong_FromLong(chosen);
 }
 
 static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     PyObject *x_o, *w_o, *bias_o, *y_o;
     int batch, threads, isa;
-    depthwise_args a;
+    depthwise_args a = {0};
+    buffer_set s = {.count = 0};
     (void)self;
     if (!PyArg_ParseTuple(args, "OOOOiiiiiiiiiiiiiiiiffii", &x_o, &w_o, &bias_o, &y_o, &batch,
-                          &a.c, &a.h, &a.w, &a.oh, &a.ow, &a.kh, &a.kw, &a.sh, &a.sw, &a.pt,
-                          &a.pl, &a.pb, &a.pr, &a.dh, &a.dw, &a.lo, &a.hi, &threads, &isa))
+                          &a.c, PARSE_DEPTHWISE_GEOMETRY(a), &threads, &isa))
         return NULL;
-    if (batch < 0 || a.c < 0 || a.h < 0 || a.w < 0 || a.oh < 0 || a.ow < 0 || a.kh < 1 ||
-        a.kw < 1 || a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.pt < 0 || a.pl < 0 ||
-        a.pb < 0 || a.pr < 0 || (a.oh - 1) * a.sh + (a.kh - 1) * a.dh >= a.h + a.pt + a.pb ||
-        (a.ow - 1) * a.sw + (a.kw - 1) * a.dw >= a.w + a.pl + a.pr ||
-        a.kh * a.kw > DEPTHWISE_MAX_TAPS) {
-        PyErr_SetString(PyExc_ValueError, "depthwise: invalid geometry");
+    const Py_ssize_t planes = (Py_ssize_t)batch * a.c;
+    if (batch < 0 || take_depthwise(&s, &a, w_o, bias_o) < 0 ||
+        !(a.x = take(&s, x_o, planes * a.h * a.w, 0, 0, "x")) ||
+        !(a.y = take(&s, y_o, planes * a.oh * a.ow, 1, 0, "y"))) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "depthwise: negative batch");
+        release_all(&s);
         return NULL;
     }
-    Py_buffer x_b, w_b, y_b, bias_b;
-    int have_bias = bias_o != Py_None, got_w = 0, got_y = 0, got_bias = 0;
-    PyObject *result = NULL;
-    Py_ssize_t planes = (Py_ssize_t)batch * a.c;
-    if (get_buffer(x_o, &x_b, planes * a.h * a.w, 4, 0, "x") < 0) return NULL;
-    if (get_buffer(w_o, &w_b, (Py_ssize_t)a.c * a.kh * a.kw, 4, 0, "weight") < 0) goto done;
-    got_w = 1;
-    if (get_buffer(y_o, &y_b, planes * a.oh * a.ow, 4, 1, "y") < 0) goto done;
-    got_y = 1;
-    if (have_bias) {
-        if (get_buffer(bias_o, &bias_b, a.c, 4, 0, "bias") < 0) goto done;
-        got_bias = 1;
-    }
-    a.x = x_b.buf;
-    a.weight = w_b.buf;
-    a.bias = have_bias ? bias_b.buf : NULL;
-    a.y = y_b.buf;
-    int chosen = pick_isa(isa);
-    planes_fn fn = depthwise_for(chosen);
+    const int chosen = pick_isa(isa);
+    planes_fn fn = FOR_ISA(depthwise_planes, chosen);
     if (threads < 1) threads = 1;
-    size_t scratch_floats = (size_t)(a.h + a.pt + a.pb) * (a.w + a.pl + a.pr) + 16;
-    float *scratch = calloc(scratch_floats * threads, sizeof(float));
+    const size_t scratch_floats = depthwise_scratch_floats(&a);
+    float *scratch = take_scratch(scratch_floats * threads);
     if (!scratch) {
-        PyErr_NoMemory();
-        goto done;
+        release_all(&s);
+        return PyErr_NoMemory();
     }
+    zero_slices(scratch, threads, scratch_floats, FOR_ISA(depthwise_zeroed, chosen)(&a));
     Py_BEGIN_ALLOW_THREADS
+    const int items = threads > 1 ? (int)(planes < threads * ITEMS_PER_THREAD
+                                              ? planes : threads * ITEMS_PER_THREAD) : 1;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1 && planes > 1)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int p0 = (int)(planes * t / nt), p1 = (int)(planes * (t + 1) / nt);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
+#endif
+    for (int item = 0; item < items; ++item) {
+        const int t = thread_index();
+        const int p0 = (int)(planes * item / items), p1 = (int)(planes * (item + 1) / items);
         fn(&a, p0, p1, scratch + scratch_floats * t);
     }
-#else
-    fn(&a, 0, (int)planes, scratch);
-#endif
     Py_END_ALLOW_THREADS
-    free(scratch);
-    result = PyLong_FromLong(chosen);
-done:
-    PyBuffer_Release(&x_b);
-    if (got_w) PyBuffer_Release(&w_b);
-    if (got_y) PyBuffer_Release(&y_b);
-    if (got_bias) PyBuffer_Release(&bias_b);
-    return result;
+    release_all(&s);
+    return PyLong_FromLong(chosen);
 }
 
-/* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
-static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
-                   int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
-    int rows = c * kh * kw;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (int row = 0; row < rows; ++row) {
-        int ch = row / (kh * kw), ki = (row / kw) % kh, kj = row % kw;
-        const float *src = x + (size_t)ch * h * w;
-        float *dst = out + (size_t)row * oh * ow;
-        for (int i = 0; i < oh; ++i) {
-            int ih = i * sh - pt + ki * dh;
-            float *d = dst + (size_t)i * ow;
-            if (ih < 0 || ih >= h) {
-                memset(d, 0, sizeof(float) * ow);
-                continue;
-            }
-            for (int j = 0; j < ow; ++j) {
-                int iw = j * sw - pl + kj * dw;
-                d[j] = (iw >= 0 && iw < w) ? src[(size_t)ih * w + iw] : 0.0f;
-            }
-        }
+/* Validates the optional project convolution of a fused layer (m2 == 0: none) and sets its
+ * weights, bias and residual (batch images of m2 x pixels). */
+static int take_project(buffer_set *s, spmm_args *pj, PyObject *ptr_o, PyObject *col_o,
+                        PyObject *val_o, PyObject *bias_o, PyObject *res_o, int batch,
+                        size_t pixels) {
+    if (pj->m == 0) return 0;
+    if (take_sparse(s, pj, ptr_o, col_o, val_o, bias_o) < 0) return -1;
+    pj->residual = take(s, res_o, batch * (size_t)pj->m * pixels, 0, 1, "residual");
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *py_conv_depthwise(PyObject *self, PyObject *args) {
+    PyObject *ptr_o, *col_o, *val_o, *ebias_o, *x_o, *w_o, *dbias_o, *y_o;
+    PyObject *pptr_o, *pcol_o, *pval_o, *pbias_o, *res_o;
+    int batch, threads, isa;
+    spmm_args e = {0}, pj = {0};
+    conv_geometry g;
+    depthwise_args d = {0};
+    buffer_set s = {.count = 0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiOOOOffiiiiiiiiiiiOOOOiiiiiiiiiiiiiiiffiiiiiOOOOffO", &e.m,
+                          &e.k, &e.block_rows, &e.block_cols, &ptr_o, &col_o, &val_o, &ebias_o,
+                          &e.lo, &e.hi, &g.c, &g.h, &g.w, &g.kh, &g.kw, &g.sh, &g.sw, &g.pt, &g.pl,
+                          &g.dh, &g.dw, &x_o, &w_o, &dbias_o, &y_o, &batch,
+                          PARSE_DEPTHWISE_GEOMETRY(d), &threads, &isa, &pj.m, &pj.block_rows,
+                          &pj.block_cols, &pptr_o, &pcol_o, &pval_o, &pbias_o, &pj.lo, &pj.hi,
+                          &res_o))
+        return NULL;
+    d.c = e.m;
+    e.n = d.h * d.w;
+    const size_t pixels = (size_t)d.oh * d.ow;
+    pj.k = d.c;
+    pj.n = pj.ldy = pj.ldr = (int)pixels;
+    const size_t xs = (size_t)g.c * g.h * g.w, ys = (size_t)(pj.m ? pj.m : d.c) * pixels;
+    const float *x;
+    float *y;
+    if (g.c < 0 || g.h < 0 || g.w < 0 || g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 ||
+        g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0 || e.k != g.c * g.kh * g.kw || pj.m < 0) {
+        PyErr_SetString(PyExc_ValueError, "conv_depthwise: invalid convolution geometry");
+        return NULL;
     }
-    (void)threads;
+    if (batch < 0 || take_sparse(&s, &e, ptr_o, col_o, val_o, ebias_o) < 0 ||
+        take_depthwise(&s, &d, w_o, dbias_o) < 0 ||
+        take_project(&s, &pj, pptr_o, pcol_o, pval_o, pbias_o, res_o, batch, pixels) < 0 ||
+        !(x = take(&s, x_o, batch * xs, 0, 0, "x")) ||
+        !(y = take(&s, y_o, batch * ys, 1, 0, "y"))) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "conv_depthwise: negative batch");
+        release_all(&s);
+        return NULL;
+    }
+    const int chosen = pick_isa(isa);
+    if (threads < 1) threads = 1;
+    const fused_plan plan = plan_fused(&e, &g, &d, pj.m > 0, threads);
+    const size_t scratch_floats = depthwise_scratch_floats(&d);
+    /* One thread scratch: the depthwise slices first, then the bands, im2col and depthwise
+     * bands. The full-image geometry picks the depthwise path unless bands split the image
+     * (a band's geometry may take another path): then all of the padded plane is zeroed. */
+    const size_t slices = scratch_floats * threads;
+    const size_t per_thread = plan.buffer_floats + plan.cols_floats;
+    const size_t dw_total = plan.dw_floats * (plan.project_bands ? threads : 1);
+    float *scratch = take_scratch(slices + per_thread * threads + dw_total);
+    if (!scratch) {
+        release_all(&s);
+        return PyErr_NoMemory();
+    }
+    const size_t zeroed =
+        plan.band < d.oh ? scratch_floats : FOR_ISA(depthwise_zeroed, chosen)(&d);
+    zero_slices(scratch, threads, scratch_floats, zeroed);
+    float *buffers = scratch + slices, *cols = buffers + plan.buffer_floats * threads;
+    float *dw_out = cols + plan.cols_floats * threads;
+    const float *residual = pj.residual;
+    Py_BEGIN_ALLOW_THREADS
+    for (int b = 0; b < batch; ++b) {
+        e.x = x + b * xs;
+        d.y = pj.m ? NULL : y + b * ys;
+        pj.y = y + b * ys;
+        pj.residual = residual ? residual + b * ys : NULL;
+        conv_depthwise(FOR_ISA(spmm_range, chosen), FOR_ISA(depthwise_planes, chosen), &e, &g, &d,
+                       pj.m ? &pj : NULL, threads, buffers, cols, dw_out, scratch);
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&s);
+    return PyLong_FromLong(chosen);
 }
 
 static PyObject *py_im2col(PyObject *self, PyObject *args) {
@@ -334,17 +467,49 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "im2col: invalid geometry");
         return NULL;
     }
-    Py_buffer x_b, out_b;
-    if (get_buffer(x_o, &x_b, (Py_ssize_t)c * h * w, 4, 0, "x") < 0) return NULL;
-    if (get_buffer(out_o, &out_b, (Py_ssize_t)c * kh * kw * oh * ow, 4, 1, "out") < 0) {
-        PyBuffer_Release(&x_b);
+    buffer_set s = {.count = 0};
+    const float *x = take(&s, x_o, (Py_ssize_t)c * h * w, 0, 0, "x");
+    float *out = x ? take(&s, out_o, (Py_ssize_t)c * kh * kw * oh * ow, 1, 0, "out") : NULL;
+    if (!out) {
+        release_all(&s);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    im2col(x_b.buf, out_b.buf, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads);
+    im2col(x, out, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, threads);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x_b);
-    PyBuffer_Release(&out_b);
+    release_all(&s);
+    Py_RETURN_NONE;
+}
+
+/* Mean of each of ``planes`` rows of ``size`` floats, clipped: GlobalAveragePool (+ Relu/Clip). */
+static PyObject *py_average_pool(PyObject *self, PyObject *args) {
+    PyObject *x_o, *y_o;
+    int planes, size;
+    float lo, hi;
+    buffer_set s = {.count = 0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOiiff", &x_o, &y_o, &planes, &size, &lo, &hi)) return NULL;
+    const float *x = planes >= 0 && size >= 0
+                         ? take(&s, x_o, (Py_ssize_t)planes * size, 0, 0, "x") : NULL;
+    float *y = x ? take(&s, y_o, planes, 1, 0, "y") : NULL;
+    if (!y) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "average_pool: negative size");
+        release_all(&s);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int p = 0; p < planes; ++p) {
+        const float *row = x + (size_t)p * size;
+        float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        int i = 0;
+        for (; i + 4 <= size; i += 4)
+            for (int u = 0; u < 4; ++u) sums[u] += row[i + u];
+        for (; i < size; ++i) sums[0] += row[i];
+        const float mean = size ? ((sums[0] + sums[1]) + (sums[2] + sums[3])) / (float)size : 0.0f;
+        y[p] = mean < lo ? lo : (mean > hi ? hi : mean);
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&s);
     Py_RETURN_NONE;
 }
 
@@ -372,8 +537,17 @@ static PyMethodDef methods[] = {
     {"depthwise", py_depthwise, METH_VARARGS,
      "depthwise(x, weight, bias, y, batch, c, h, w, oh, ow, kh, kw, sh, sw, pad_top, pad_left, "
      "pad_bottom, pad_right, dh, dw, lo, hi, threads, isa) -> isa used"},
+    {"conv_depthwise", py_conv_depthwise, METH_VARARGS,
+     "conv_depthwise(m, k, block_rows, block_cols, block_ptr, block_col, values, bias, lo, hi, "
+     "c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, x, dw_weight, dw_bias, y, batch, "
+     "dw_h, dw_w, oh, ow, dw_kh, dw_kw, dw_sh, dw_sw, dw_pad_top, dw_pad_left, dw_pad_bottom, "
+     "dw_pad_right, dw_dh, dw_dw, dw_lo, dw_hi, threads, isa, project_m, project_block_rows, "
+     "project_block_cols, project_block_ptr, project_block_col, project_values, project_bias, "
+     "project_lo, project_hi, residual) -> isa used (project_m 0: no project convolution)"},
     {"im2col", py_im2col, METH_VARARGS,
      "im2col(x, out, c, h, w, kh, kw, sh, sw, pad_top, pad_left, dh, dw, oh, ow, threads)"},
+    {"average_pool", py_average_pool, METH_VARARGS,
+     "average_pool(x, y, planes, size, lo, hi): y[p] = clip(mean(x[p, :]), lo, hi)"},
     {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},
     {NULL, NULL, 0, NULL},
 };

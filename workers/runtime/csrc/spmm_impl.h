@@ -3,36 +3,8 @@
  * Y[M, N] = act(W[M, K] @ X[K, N] + bias), W sparse in block-CSR form with R x C blocks
  * (CSR is R = C = 1).  X and Y are row-major; N is the pixel (or batch) axis, so each nonzero
  * weight block multiplies contiguous rows of X, as in XNNPACK's SpMM ("Fast Sparse ConvNets").
- * The includer defines VEC_FLOATS (8 for AVX2, 4 for the portable SSE2/NEON-sized copy) and ISA(name) to give every symbol an instruction-set suffix and compiles
- * this file under the matching target options; GCC vector extensions lower to AVX2/FMA there and
- * to baseline SSE2 (or plain scalar code on other machines) in the portable copy.
+ * Vector types come from vec_impl.h (VEC_FLOATS floats per vector, ISA(name) suffixes).
  */
-
-typedef float ISA(v8f) __attribute__((vector_size(VEC_FLOATS * 4)));
-typedef float ISA(v8f_unaligned) __attribute__((vector_size(VEC_FLOATS * 4), aligned(4)));
-typedef int ISA(v8i) __attribute__((vector_size(VEC_FLOATS * 4)));
-
-#define V8F ISA(v8f)
-#define V8FU ISA(v8f_unaligned)
-#define V8I ISA(v8i)
-
-#if VEC_FLOATS == 8
-#define SPLAT(w) ((V8F){(w), (w), (w), (w), (w), (w), (w), (w)})
-#else
-#define SPLAT(w) ((V8F){(w), (w), (w), (w)})
-#endif
-
-static inline V8F ISA(clip8)(V8F v, float lo, float hi) {
-    V8F lov = SPLAT(lo), hiv = SPLAT(hi);
-    V8I below = v < lov, above = v > hiv;
-    V8I bits = ((V8I)v & ~below) | ((V8I)lov & below);
-    bits = (bits & ~above) | ((V8I)hiv & above);
-    return (V8F)bits;
-}
-
-static inline float ISA(clip1)(float v, float lo, float hi) {
-    return v < lo ? lo : (v > hi ? hi : v);
-}
 
 /* The arguments as locals: stores to Y could otherwise alias the float fields and force reloads. */
 #define SPMM_LOCALS(a)                                                                           \
@@ -41,6 +13,8 @@ static inline float ISA(clip1)(float v, float lo, float hi) {
     const float *bias = (a)->bias, *residual = (a)->residual, *x = (a)->x;                      \
     const float *values = (a)->values;                                                          \
     const int32_t *block_ptr = (a)->block_ptr, *block_col = (a)->block_col;                     \
+    const int Y0 = (a)->y_row0, YC0 = (a)->y_col0;                                             \
+    const size_t LDY = (size_t)(a)->ldy, LDR = (size_t)(a)->ldr;                               \
     float *y = (a)->y
 
 /* One tile kernel per (R, C, NV): R output rows x NV vectors of VEC_FLOATS columns held in
@@ -61,7 +35,7 @@ static inline float ISA(clip1)(float v, float lo, float hi) {
                 _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
                     _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = SPLAT(b[r]); \
                     if (residual && mb * R + r < M) {                                           \
-                        const float *rp = residual + (size_t)(mb * R + r) * N + n;              \
+                        const float *rp = residual + (mb * R + r) * LDR + n;                    \
                         _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                    \
                             acc[r][v] += *(const V8FU *)(rp + VEC_FLOATS * v);                  \
                     }                                                                           \
@@ -88,7 +62,7 @@ static inline float ISA(clip1)(float v, float lo, float hi) {
                 }                                                                               \
                 _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
                     if (mb * R + r >= M) break;                                                 \
-                    float *yp = y + (size_t)(mb * R + r) * N + n;                               \
+                    float *yp = y + (mb * R + r - Y0) * LDY + (n - YC0);                         \
                     _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
                         *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[r][v], lo, hi);         \
                 }                                                                               \
@@ -130,9 +104,9 @@ static inline float ISA(clip1)(float v, float lo, float hi) {
                     const int row = mb * R + r;                                                 \
                     if (row >= M) break;                                                        \
                     float sum = bias ? bias[row] : 0.0f;                                        \
-                    if (residual) sum += residual[(size_t)row * N + n];                         \
+                    if (residual) sum += residual[row * LDR + n];                               \
                     _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u) sum += acc[u][r];       \
-                    y[(size_t)row * N + n] = ISA(clip1)(sum, lo, hi);                           \
+                    y[(row - Y0) * LDY + (n - YC0)] = ISA(clip1)(sum, lo, hi);                  \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
@@ -146,44 +120,35 @@ static void ISA(tile_scalar)(const spmm_args *a, int mb0, int mb1, int n0, int n
             const int row = mb * R + r;
             for (int n = n0; n < n1; ++n) {
                 float acc = a->bias ? a->bias[row] : 0.0f;
-                if (a->residual) acc += a->residual[(size_t)row * N + n];
+                if (a->residual) acc += a->residual[(size_t)row * a->ldr + n];
                 for (int j = a->block_ptr[mb]; j < a->block_ptr[mb + 1]; ++j) {
                     const float *w = a->values + (size_t)j * (R * C);
                     const float *xp = a->x + (size_t)a->block_col[j] * N + n;
                     for (int c = 0; c < C; ++c) acc += w[c * R + r] * xp[(size_t)c * N];
                 }
-                a->y[(size_t)row * N + n] = ISA(clip1)(acc, a->lo, a->hi);
+                float *out = a->y + (size_t)(row - a->y_row0) * a->ldy + (n - a->y_col0);
+                *out = ISA(clip1)(acc, a->lo, a->hi);
             }
         }
     }
 }
 
 /* Register budget (16 vector registers on AVX2 and SSE2): R * NV accumulators, NV loads of X and
- * one broadcast weight. Enough independent accumulators hide the FMA latency. */
+ * one broadcast weight. Enough independent accumulators hide the FMA latency; every width up to
+ * the widest is compiled so that a row of N columns splits into tiles of nearly equal width
+ * (see spmm_range) instead of full tiles plus a narrow or recomputed remainder. */
 #ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 4
 #endif
-#ifndef CSR_NV
-#define CSR_NV 8
-#endif
-#ifndef B41_NV
+#define CSR_NV 8 /* widest tile per block shape, in vectors (bench/results: tile sweeps) */
 #define B41_NV 3
-#endif
-#ifndef B44_NV
+#define B81_NV 1
 #define B44_NV 2
-#endif
-#define DEFINE_SHAPE(R_, C_, NV_) DEFINE_TILE(R_, C_, NV_) DEFINE_TILE(R_, C_, 1)
-#define DEFINE_SHAPE_EXPANDED(R_, C_, NV_) DEFINE_SHAPE(R_, C_, NV_)
-DEFINE_SHAPE_EXPANDED(1, 1, CSR_NV)
-#if CSR_NV > 4
-DEFINE_TILE(1, 1, 4)
-#define CSR_MID ISA(tile_1x1_4)
-#else
-#define CSR_MID NULL
-#endif
-DEFINE_SHAPE_EXPANDED(4, 1, B41_NV)
+DEFINE_TILE(1, 1, 1) DEFINE_TILE(1, 1, 2) DEFINE_TILE(1, 1, 3) DEFINE_TILE(1, 1, 4)
+DEFINE_TILE(1, 1, 5) DEFINE_TILE(1, 1, 6) DEFINE_TILE(1, 1, 7) DEFINE_TILE(1, 1, 8)
+DEFINE_TILE(4, 1, 1) DEFINE_TILE(4, 1, 2) DEFINE_TILE(4, 1, 3)
 DEFINE_TILE(8, 1, 1)
-DEFINE_SHAPE_EXPANDED(4, 4, B44_NV)
+DEFINE_TILE(4, 4, 1) DEFINE_TILE(4, 4, 2)
 DEFINE_SCALAR(1, 1, 4)
 DEFINE_SCALAR(4, 1, 2)
 DEFINE_SCALAR(8, 1, 1)
@@ -191,201 +156,88 @@ DEFINE_SCALAR(4, 4, 1)
 
 typedef void (*ISA(tile_fn))(const spmm_args *, int, int, int, int);
 
-#define PICK(R_, C_, NV_)                                                                        \
-    wide = ISA(tile_##R_##x##C_##_##NV_), narrow = ISA(tile_##R_##x##C_##_1),                    \
-    scalar = ISA(scalar_##R_##x##C_), wide_cols = (NV_) * VEC_FLOATS
-#define PICK_EXPANDED(R_, C_, NV_) PICK(R_, C_, NV_)
+/* Tiles by width in vectors (index 0 unused), the widest width, and the scalar kernel. */
+typedef struct {
+    ISA(tile_fn) tiles[9];
+    int widest;
+    ISA(tile_fn) scalar;
+} ISA(tile_set);
+
+static const ISA(tile_set) ISA(csr_tiles) = {
+    {NULL, ISA(tile_1x1_1), ISA(tile_1x1_2), ISA(tile_1x1_3), ISA(tile_1x1_4), ISA(tile_1x1_5),
+     ISA(tile_1x1_6), ISA(tile_1x1_7), ISA(tile_1x1_8)},
+    CSR_NV, ISA(scalar_1x1)};
+static const ISA(tile_set) ISA(b41_tiles) = {
+    {NULL, ISA(tile_4x1_1), ISA(tile_4x1_2), ISA(tile_4x1_3)}, B41_NV, ISA(scalar_4x1)};
+static const ISA(tile_set) ISA(b81_tiles) = {{NULL, ISA(tile_8x1_1)}, B81_NV, ISA(scalar_8x1)};
+static const ISA(tile_set) ISA(b44_tiles) = {
+    {NULL, ISA(tile_4x4_1), ISA(tile_4x4_2)}, B44_NV, ISA(scalar_4x4)};
 
 /* X columns per panel: a panel of X (K rows) stays within about half of a 512 KiB L2. */
 #define PANEL_BYTES (256 * 1024)
 
-/* Rows [mb0, mb1) of block rows and columns [n0, n1) of X/Y, panel by panel: wide tiles, single
- * vectors, then the last partial vector recomputed overlapping (same values, same order) or, for
- * ranges narrower than a vector, scalar code. */
+/* Columns [c0, c1) as tiles of nearly equal width: v vectors in t tiles, the first v % t of them
+ * v / t + 1 vectors wide and the others v / t, so every tile keeps most of the widest tile's FMA
+ * chains. Each run of equal tiles is one call (rows outer, tiles inner: a row's weights stay in
+ * L1 across its tiles). A partial last vector is recomputed overlapping columns before it (same
+ * values, same order), never before ``lo`` (the caller's range start, a vector or more back). */
+static void ISA(balanced_tiles)(const ISA(tile_set) *set, const spmm_args *a, int mb0, int mb1,
+                                int c0, int c1, int lo) {
+    const int vectors = (c1 - c0 + VEC_FLOATS - 1) / VEC_FLOATS;
+    const int tiles = (vectors + set->widest - 1) / set->widest;
+    const int base = vectors / tiles, wider = vectors % tiles, cols = base * VEC_FLOATS;
+    int at = c0;
+    if (wider) { /* ends before c1: at least one base-width tile follows */
+        set->tiles[base + 1](a, mb0, mb1, at, at + wider * (cols + VEC_FLOATS));
+        at += wider * (cols + VEC_FLOATS);
+    }
+    const int last = at + (tiles - wider - 1) * cols; /* start of the last tile */
+    if (last > at) set->tiles[base](a, mb0, mb1, at, last);
+    if (last + cols <= c1) {
+        set->tiles[base](a, mb0, mb1, last, last + cols);
+    } else if (c1 - cols >= lo) { /* shifted back over columns already done */
+        set->tiles[base](a, mb0, mb1, c1 - cols, c1);
+    } else { /* no room to shift: one vector less, then the few columns left */
+        const int done = last + cols - VEC_FLOATS;
+        if (base > 1) set->tiles[base - 1](a, mb0, mb1, last, done);
+        /* A single-vector tile is one serial FMA chain per row; up to 3 columns cost less as
+         * scalar code with interleaved sums. */
+        if (c1 - done <= 3) set->scalar(a, mb0, mb1, done, c1);
+        else set->tiles[1](a, mb0, mb1, c1 - VEC_FLOATS, c1);
+    }
+}
+
+/* Rows [mb0, mb1) of block rows and columns [n0, n1) of X/Y, in panels of columns that keep X in
+ * L2 (the last panel up to twice as wide); ranges narrower than a vector run scalar code. */
 static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {
-    ISA(tile_fn) wide, narrow, scalar, mid = NULL;
-    int wide_cols;
-    if (a->block_rows == 1 && a->block_cols == 1) {
-        PICK_EXPANDED(1, 1, CSR_NV);
-        mid = CSR_MID; /* 4 vectors: enough chains for short rows where 8 do not fit */
-    } else if (a->block_rows == 4 && a->block_cols == 1) {
-        PICK_EXPANDED(4, 1, B41_NV);
-    } else if (a->block_rows == 8 && a->block_cols == 1) {
-        PICK_EXPANDED(8, 1, 1);
-    } else if (a->block_rows == 4 && a->block_cols == 4) {
-        PICK_EXPANDED(4, 4, B44_NV);
-    } else {
+    const ISA(tile_set) *set;
+    if (a->block_rows == 1 && a->block_cols == 1) set = &ISA(csr_tiles);
+    else if (a->block_rows == 4 && a->block_cols == 1) set = &ISA(b41_tiles);
+    else if (a->block_rows == 8 && a->block_cols == 1) set = &ISA(b81_tiles);
+    else if (a->block_rows == 4 && a->block_cols == 4) set = &ISA(b44_tiles);
+    else {
         ISA(tile_scalar)(a, mb0, mb1, n0, n1);
         return;
     }
     if (n1 - n0 < VEC_FLOATS) {
-        scalar(a, mb0, mb1, n0, n1);
+        set->scalar(a, mb0, mb1, n0, n1);
         return;
     }
+    /* Panels are whole widest tiles; the last one takes the remainder, split evenly. */
+    const int tile_cols = set->widest * VEC_FLOATS;
     long panel = PANEL_BYTES / (4L * (a->k > 0 ? a->k : 1));
-    panel = panel < wide_cols ? wide_cols : panel / wide_cols * wide_cols;
-    const int mid_cols = 4 * VEC_FLOATS;
-    for (int p0 = n0; p0 < n1; p0 += (int)panel) {
-        int p1 = p0 + panel < n1 ? p0 + (int)panel : n1;
-        int n = p0 + (p1 - p0) / wide_cols * wide_cols;
-        if (n > p0) wide(a, mb0, mb1, p0, n);
-        /* A partial tile at the end is recomputed overlapping the previous columns (same values,
-         * same order) when the range allows, so short rows keep all their FMA chains. */
-        if (n < p1 && p1 - n0 >= wide_cols) {
-            wide(a, mb0, mb1, p1 - wide_cols, p1);
-            continue;
-        }
-        if (mid && n < p1 && p1 - n0 >= mid_cols) {
-            int mid_end = n + (p1 - n) / mid_cols * mid_cols;
-            if (mid_end > n) mid(a, mb0, mb1, n, mid_end);
-            if (mid_end < p1) mid(a, mb0, mb1, p1 - mid_cols, p1);
-            continue;
-        }
-        int narrow_end = n + (p1 - n) / VEC_FLOATS * VEC_FLOATS;
-        if (narrow_end > n) narrow(a, mb0, mb1, n, narrow_end);
-        if (narrow_end < p1) narrow(a, mb0, mb1, p1 - VEC_FLOATS, p1);
+    panel = panel < tile_cols ? tile_cols : panel / tile_cols * tile_cols;
+    for (int at = n0; at < n1;) {
+        const int end = n1 - at < 2 * panel ? n1 : at + (int)panel;
+        ISA(balanced_tiles)(set, a, mb0, mb1, at, end, n0);
+        at = end;
     }
 }
 
-#undef PICK
-#undef CSR_MID
-
-/* Depthwise convolution (NCHW, one filter per channel) for images*channels planes [p0, p1).
- * Each plane is copied into a zero-padded buffer so the taps need no bounds checks; for strides
- * 1 and 2 a vector of outputs accumulates every tap in a register (stride 2 loads two vectors and
- * keeps the even lanes). The scratch holds 2 * VEC_FLOATS spare floats for that over-read. */
-#if VEC_FLOATS == 8
-#define EVEN_LANES ((V8I){0, 2, 4, 6, 8, 10, 12, 14})
-#else
-#define EVEN_LANES ((V8I){0, 2, 4, 6})
-#endif
-
-static inline V8F ISA(load_stride)(const float *p, int stride) {
-    if (stride == 1) return *(const V8FU *)p;
-    return __builtin_shuffle(*(const V8FU *)p, *(const V8FU *)(p + VEC_FLOATS), EVEN_LANES);
-}
-
-/* Narrow rows and strides other than 1 and 2: taps outer, outputs inner, so the outputs are
- * independent accumulations rather than one serial chain of FMAs. */
-static void ISA(depthwise_row_scalar)(const depthwise_args *a, const float *padded, int pw,
-                                      const float *k, float b, int i, float *d) {
-    for (int j = 0; j < a->ow; ++j) d[j] = b;
-    for (int ki = 0; ki < a->kh; ++ki) {
-        const float *row = padded + (size_t)(i * a->sh + ki * a->dh) * pw;
-        for (int kj = 0; kj < a->kw; ++kj) {
-            const float wv = k[ki * a->kw + kj], *r = row + kj * a->dw;
-            for (int j = 0; j < a->ow; ++j) d[j] += wv * r[(size_t)j * a->sw];
-        }
-    }
-    for (int j = 0; j < a->ow; ++j) d[j] = ISA(clip1)(d[j], a->lo, a->hi);
-}
-
-/* Rows of 4 to VEC_FLOATS - 1 outputs (7x7 maps under AVX2): two overlapping 4-wide vectors,
- * at 0 and at ow - 4, accumulated together as two independent chains. */
-typedef float ISA(v4f) __attribute__((vector_size(16)));
-typedef float ISA(v4f_unaligned) __attribute__((vector_size(16), aligned(4)));
-typedef int ISA(v4i) __attribute__((vector_size(16)));
-
-static inline ISA(v4f) ISA(load4_stride)(const float *p, int stride) {
-    typedef ISA(v4f_unaligned) v4u;
-    if (stride == 1) return *(const v4u *)p;
-    return __builtin_shuffle(*(const v4u *)p, *(const v4u *)(p + 4), (ISA(v4i)){0, 2, 4, 6});
-}
-
-static void ISA(depthwise_row_narrow)(const depthwise_args *a, const float *padded, int pw,
-                                      const float *k, float b, int i, float *d) {
-    typedef ISA(v4f) v4;
-    const int sw = a->sw, j1 = a->ow - 4;
-    v4 acc0 = {b, b, b, b}, acc1 = acc0;
-    for (int ki = 0; ki < a->kh; ++ki) {
-        const float *row = padded + (size_t)(i * a->sh + ki * a->dh) * pw;
-        for (int kj = 0; kj < a->kw; ++kj) {
-            const float wv = k[ki * a->kw + kj];
-            const v4 w = {wv, wv, wv, wv};
-            acc0 += w * ISA(load4_stride)(row + kj * a->dw, sw);
-            acc1 += w * ISA(load4_stride)(row + kj * a->dw + (size_t)j1 * sw, sw);
-        }
-    }
-    for (int j = 0; j < 4; ++j) {
-        d[j] = ISA(clip1)(acc0[j], a->lo, a->hi);
-        d[j1 + j] = ISA(clip1)(acc1[j], a->lo, a->hi);
-    }
-}
-
-/* DW_NV output vectors at once: independent FMA chains hide the FMA latency. Geometry is copied
- * to locals: stores to the output could alias the struct's float fields otherwise. */
-#define DW_NV 4
-static void ISA(depthwise_row)(const depthwise_args *a, const float *padded, int pw,
-                               const V8F *taps, const float *k, float b, int i, float *d) {
-    const int sw = a->sw, ow = a->ow, kh = a->kh, kw = a->kw, dh = a->dh, dw = a->dw;
-    const float lo = a->lo, hi = a->hi;
-    if ((sw == 1 || sw == 2) && ow >= 4 && ow < VEC_FLOATS) {
-        ISA(depthwise_row_narrow)(a, padded, pw, k, b, i, d);
-        return;
-    }
-    if ((sw != 1 && sw != 2) || ow < VEC_FLOATS) {
-        ISA(depthwise_row_scalar)(a, padded, pw, k, b, i, d);
-        return;
-    }
-    const float *top = padded + (size_t)(i * a->sh) * pw;
-    /* Vector starts clamped to ow - VEC_FLOATS: the last group may repeat a vector (same values
-     * written twice) but every group keeps DW_NV independent FMA chains. */
-    for (int start = 0; start < ow; start += DW_NV * VEC_FLOATS) {
-        int pos[DW_NV];
-        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v) {
-            int at = start + v * VEC_FLOATS;
-            pos[v] = at + VEC_FLOATS <= ow ? at : ow - VEC_FLOATS;
-        }
-        V8F acc[DW_NV];
-        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v) acc[v] = SPLAT(b);
-        for (int ki = 0; ki < kh; ++ki) {
-            const float *row = top + (size_t)(ki * dh) * pw;
-            for (int kj = 0; kj < kw; ++kj) {
-                const V8F w = taps[ki * kw + kj];
-                const float *p = row + kj * dw;
-                if (sw == 1) {
-                    _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
-                        acc[v] += w * *(const V8FU *)(p + pos[v]);
-                } else {
-                    _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
-                        acc[v] += w * ISA(load_stride)(p + 2 * pos[v], 2);
-                }
-            }
-        }
-        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; ++v)
-            *(V8FU *)(d + pos[v]) = ISA(clip8)(acc[v], lo, hi);
-    }
-}
-#undef DW_NV
-
-/* ``padded`` is this thread's zeroed scratch of (h + pt + pb) x (w + pl + pr) floats + spare. */
-static void ISA(depthwise_planes)(const depthwise_args *a, int p0, int p1, float *padded) {
-    const int pw = a->w + a->pl + a->pr;
-    const int ntaps = a->kh * a->kw;
-    V8F taps[DEPTHWISE_MAX_TAPS];
-    for (int p = p0; p < p1; ++p) {
-        int ch = p % a->c;
-        const float *src = a->x + (size_t)p * a->h * a->w;
-        float *dst = a->y + (size_t)p * a->oh * a->ow;
-        const float *k = a->weight + (size_t)ch * ntaps;
-        float b = a->bias ? a->bias[ch] : 0.0f;
-        for (int t = 0; t < ntaps; ++t) taps[t] = SPLAT(k[t]);
-        for (int r = 0; r < a->h; ++r)
-            memcpy(padded + (size_t)(r + a->pt) * pw + a->pl, src + (size_t)r * a->w,
-                   sizeof(float) * a->w);
-        for (int i = 0; i < a->oh; ++i)
-            ISA(depthwise_row)(a, padded, pw, taps, k, b, i, dst + (size_t)i * a->ow);
-    }
-}
-
-#undef EVEN_LANES
-#undef PICK_EXPANDED
-#undef DEFINE_SHAPE
-#undef DEFINE_SHAPE_EXPANDED
+#undef CSR_NV
+#undef B41_NV
+#undef B81_NV
+#undef B44_NV
 #undef DEFINE_TILE
 #undef DEFINE_SCALAR
 #undef SPMM_LOCALS
-#undef SPLAT
-#undef V8F
-#undef V8FU
-#undef V8I

@@ -162,9 +162,10 @@ class MagnitudeCriterion(ImportanceCriterion):
         for member in group.parameters:
             if member.value_name in self._statistics:
                 continue
-            norms = member_channel_norms(model, member, self.order, cache)
-            if len(norms) < group.num_channels:
-                norms = np.pad(norms, (0, group.num_channels - len(norms)))
+            per_position = cache.per_position(member.value_name, member.axis)[member.positions]
+            norms = np.bincount(
+                member.channel_index, weights=per_position, minlength=group.num_channels
+            )
             mean = norms.mean()
             if mean > 0:
                 rows.append(norms / mean)

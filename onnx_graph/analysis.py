@@ -60,14 +60,8 @@ def analyze(
     if not prepared:
         prepare(model)
     options = AnalysisOptions(attention, allow_inexact)
-    if has_symbolic_dims(model):
-        batch_one = _shapes_at_batch_one(model)
-        if batch_one is not None:
-            with concrete_shapes(model, batch_one):  # relate channel axes at batch 1
-                ctx = _walk_graph(model.graph, options)
-        else:
-            ctx = _walk_graph(model.graph, options)
-    else:
+    batch_one = _shapes_at_batch_one(model) if has_symbolic_dims(model) else None
+    with concrete_shapes(model, batch_one or {}):  # relate channel axes at batch 1
         ctx = _walk_graph(model.graph, options)
     groups = _build_groups(ctx)
     logger.info(
@@ -137,7 +131,7 @@ def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
     ctx.current_node = None
 
 
-def _position_channels(ctx: AnalysisContext) -> np.ndarray:
+def _position_channels(ctx: AnalysisContext, axis_of_position: np.ndarray) -> np.ndarray:
     """Channel id of every global position: connected components of the coupling graph.
 
     Most couplings are identities between whole axes (elementwise ops, norms, weights): those
@@ -156,7 +150,6 @@ def _position_channels(ctx: AnalysisContext) -> np.ndarray:
     class_size = np.zeros(int(axis_class.max()) + 1 if num_axes else 0, dtype=np.int64)
     class_size[axis_class] = sizes
     class_base = np.concatenate([[0], np.cumsum(class_size)[:-1]]).astype(np.int64)
-    axis_of_position = np.repeat(np.arange(num_axes, dtype=np.int64), sizes)
     compact = class_base[axis_class][axis_of_position] + (
         np.arange(ctx.total_positions, dtype=np.int64) - bases[axis_of_position]
     )
@@ -198,7 +191,10 @@ def _member_runs(
 
 def _build_groups(ctx: AnalysisContext) -> GroupSet:
     total = ctx.total_positions
-    position_channel = _position_channels(ctx)
+    axis_of_position = np.repeat(
+        np.arange(len(ctx.axes), dtype=np.int64), [a.size for a in ctx.axes]
+    )
+    position_channel = _position_channels(ctx, axis_of_position)
     num_channels = int(position_channel.max()) + 1 if total else 0
 
     # A group is the set of channels touching exactly the same channel axes (with the same number
@@ -206,9 +202,6 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
     # position's axis (collisions have probability ~2^-64 per pair): vectorised on large models.
     # Groups only partition channels for planning; surgery works on channels, so a rare split of
     # one group into two never affects exactness.
-    axis_of_position = np.repeat(
-        np.arange(len(ctx.axes), dtype=np.int64), [a.size for a in ctx.axes]
-    )
     axis_keys = np.random.default_rng(0).integers(1, 2**63, size=len(ctx.axes), dtype=np.uint64)
     signature = np.zeros(num_channels, dtype=np.uint64)
     np.add.at(signature, position_channel, axis_keys[axis_of_position])

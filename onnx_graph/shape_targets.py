@@ -23,7 +23,7 @@ import onnx
 import onnx_ir as ir
 
 from onnx_graph.shape_subgraph import as_constant, symbolic_entries
-from onnx_graph.static_shapes import Shapes, inferred_shapes
+from onnx_graph.static_shapes import Shapes, batch_symbols, inferred_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,11 @@ def constant_reshape_targets(
     if not computed:
         return ReshapeTargets(0, 0)
     # Targets that only move dims of known shapes around are read off the graph directly.
-    batch_symbols = _batch_symbols(model)
+    symbols = batch_symbols(model)
     replacements: dict[ir.Node, np.ndarray] = {}
     for node in computed:
         entries = symbolic_entries(node.inputs[1])
-        constant = as_constant(entries, batch_symbols) if entries is not None else None
+        constant = as_constant(entries, symbols) if entries is not None else None
         if constant is not None:
             replacements[node] = constant
     reshapes = [n for n in computed if n not in replacements]
@@ -120,14 +120,6 @@ def _remove_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
         inputs = list(node.inputs)
         graph.remove(node, safe=True)
         pending.extend(inputs)
-
-
-def _batch_symbols(model: ir.Model) -> set[str]:
-    return {
-        str(value.shape[0])
-        for value in model.graph.inputs
-        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int)
-    }
 
 
 def computed_reshapes(model: ir.Model) -> list[ir.Node]:

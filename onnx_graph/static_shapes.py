@@ -30,12 +30,18 @@ Shapes = dict[str, list[int | None]]
 _SKELETON_MAX_ELEMENTS = 64
 
 
+def batch_symbols(model: ir.Model) -> set[str]:
+    """Names of the symbolic leading (batch) dimensions of the graph inputs."""
+    return {
+        str(value.shape[0])
+        for value in model.graph.inputs
+        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int)
+    }
+
+
 def has_symbolic_dims(model: ir.Model) -> bool:
     """Whether any graph input has a symbolic batch (leading) dimension."""
-    return any(
-        value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int)
-        for value in model.graph.inputs
-    )
+    return bool(batch_symbols(model))
 
 
 class SkeletonInference:
@@ -72,32 +78,26 @@ def completed_shapes(model: ir.Model, inferred: Shapes, batch: int = 1) -> Shape
     every shape off the graph without inference. Returns None when some value has neither
     (merged ``heads*batch`` dims, unknown dims).
     """
-    batch_symbols = {
-        str(value.shape[0])
-        for value in model.graph.inputs
-        if value.shape is not None and len(value.shape) > 0 and not isinstance(value.shape[0], int)
-    }
+    symbols = batch_symbols(model)
     shapes: Shapes = {}
     for value in _all_values(model.graph):
         found = inferred.get(value.name or "")
         if found is None or None in found:
-            found = _with_batch(value.shape, batch_symbols, batch)
+            found = _with_batch(value.shape, symbols, batch)
             if found is None:
                 return None
         shapes[value.name or ""] = found
     return shapes
 
 
-def _with_batch(
-    shape: ir.Shape | None, batch_symbols: set[str], batch: int
-) -> list[int | None] | None:
+def _with_batch(shape: ir.Shape | None, symbols: set[str], batch: int) -> list[int | None] | None:
     if shape is None:
         return None
     dims: list[int | None] = []
     for dim in shape:
         if isinstance(dim, int):
             dims.append(dim)
-        elif dim.value is not None and str(dim) in batch_symbols:
+        elif dim.value is not None and str(dim) in symbols:
             dims.append(batch)
         else:
             return None

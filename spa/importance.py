@@ -93,18 +93,24 @@ def registered_criteria() -> list[str]:
 
 
 def member_channel_norms(
-    model: ir.Model, member: GroupMember, order: int, cache: ChannelNormCache | None = None
+    model: ir.Model,
+    member: GroupMember,
+    order: int,
+    cache: ChannelNormCache | None = None,
+    num_channels: int | None = None,
 ) -> np.ndarray:
     """Per-channel L``order`` norm (raised to ``order``) of one parameter member's slices.
 
     ``cache`` shares the tensor passes between the members of one model (a weight is a member of
-    two groups: its output and its input channels).
+    two groups: its output and its input channels). ``num_channels`` (the group's) sets the
+    length; by default it ends at the member's last channel.
     """
     if cache is None or cache.model is not model or cache.order != order:
         cache = ChannelNormCache(model, order)
     per_position = cache.per_position(member.value_name, member.axis)[member.positions]
-    group_size = int(member.channel_index.max()) + 1 if len(member.channel_index) else 0
-    return np.bincount(member.channel_index, weights=per_position, minlength=group_size)
+    if num_channels is None:
+        num_channels = int(member.channel_index.max()) + 1 if len(member.channel_index) else 0
+    return np.bincount(member.channel_index, weights=per_position, minlength=num_channels)
 
 
 def normalization_statistics(model: ir.Model) -> set[str]:
@@ -162,10 +168,7 @@ class MagnitudeCriterion(ImportanceCriterion):
         for member in group.parameters:
             if member.value_name in self._statistics:
                 continue
-            per_position = cache.per_position(member.value_name, member.axis)[member.positions]
-            norms = np.bincount(
-                member.channel_index, weights=per_position, minlength=group.num_channels
-            )
+            norms = member_channel_norms(model, member, self.order, cache, group.num_channels)
             mean = norms.mean()
             if mean > 0:
                 rows.append(norms / mean)

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from workers.runtime import kernels
+from workers.runtime import depthwise_kernels, kernels
 from workers.runtime.sparse_formats import BLOCK_SHAPES, pack, sparsify, to_dense
 
 FORMATS = sorted(BLOCK_SHAPES)
@@ -167,7 +167,7 @@ def test_depthwise_matches_torch(isa: str, channels, size, kernel, stride, pads)
     x = rng.standard_normal((2, channels, *size)).astype(np.float32)
     w = rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32)
     bias = rng.standard_normal(channels).astype(np.float32)
-    y = kernels.depthwise_conv2d(
+    y = depthwise_kernels.depthwise_conv2d(
         x,
         w,
         (stride, stride),
@@ -213,7 +213,7 @@ def test_depthwise_3x3_fast_path_widths_strides_pads(isa: str, stride: int, pads
     w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(3).astype(np.float32)
     clip = (-1.0, 2.0)
-    y = kernels.depthwise_conv2d(
+    y = depthwise_kernels.depthwise_conv2d(
         x, w, (stride, stride), pads, (1, 1), bias, clip, threads=2, isa=isa,  # type: ignore[arg-type]
     )  # fmt: skip
     expected = _torch_depthwise(x, w, bias, stride, pads, clip)
@@ -231,7 +231,7 @@ def test_depthwise_3x3_reuses_scratch_across_planes_and_calls() -> None:
         x = (rng.standard_normal((3, 16, *size)) + 5).astype(np.float32)  # borders would leak
         w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
         bias = np.zeros(16, dtype=np.float32)
-        y = kernels.depthwise_conv2d(x, w, (stride, stride), (1, 1, 1, 1), (1, 1), bias,
+        y = depthwise_kernels.depthwise_conv2d(x, w, (stride, stride), (1, 1, 1, 1), (1, 1), bias,
                                      None, threads=1, workspace=workspace)  # fmt: skip
         expected = _torch_depthwise(x, w, bias, stride, (1, 1, 1, 1), (-np.inf, np.inf))
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4, err_msg=str((stride, size)))
@@ -287,7 +287,7 @@ def test_conv_depthwise_equals_the_layers_one_by_one(
         extra = {"project": pack(pw, fmt), "project_bias": p_bias, "project_clip": (-2.0, 3.0)}
         flat = np.einsum("oc,bchw->bohw", pw, expected) + p_bias[:, None, None] + residual
         expected = np.clip(flat, -2.0, 3.0)
-    fused = kernels.plan_conv_depthwise(
+    fused = depthwise_kernels.plan_conv_depthwise(
         x.shape, packed, bias, clip, dw, conv, depthwise, dw_bias, (-1.0, 4.0), threads=threads,
         isa=isa, **extra,  # type: ignore[arg-type]
     )(x, residual)  # fmt: skip

@@ -1,7 +1,7 @@
 """Fusion of consecutive kernel layers into one C call, after the executor has cut the graph.
 
 A convolution on the sparse kernels whose (activated) output feeds only a depthwise convolution
-becomes one :func:`workers.runtime.kernels.plan_conv_depthwise` runner: MobileNet's expand + depthwise
+becomes one :func:`workers.runtime.depthwise_kernels.plan_conv_depthwise` runner: MobileNet's expand + depthwise
 pairs (and its stem + first depthwise), where the tensor between the two is the largest
 activation of the block and need not reach memory.
 """
@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from workers.runtime import kernels
+from workers.runtime import depthwise_kernels, kernels
 from workers.runtime.sparse_formats import SparseMatrix
 from workers.runtime.sparse_ops import KernelLayer
 
@@ -44,7 +44,7 @@ def fuse_conv_depthwise(
         assert isinstance(first.weights, SparseMatrix) and first.geometry is not None
         assert isinstance(depthwise.weights, np.ndarray)
         assert project is None or isinstance(project.weights, SparseMatrix)
-        return kernels.plan_conv_depthwise(
+        return depthwise_kernels.plan_conv_depthwise(
             shape, first.weights, first.bias, first.clip, depthwise.weights, first.geometry,
             depthwise.geometry, depthwise.bias, depthwise.clip, threads,
             workspace=layer.workspace,

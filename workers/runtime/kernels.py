@@ -46,7 +46,8 @@ def build_info() -> dict[str, bool]:
     return {key: bool(value) for key, value in _ext.build_info().items()}
 
 
-def _isa_code(isa: Isa | None) -> int:
+def resolve_isa_code(isa: Isa | None) -> int:
+    """The extension's code for ``isa`` (or the SPARSEARCH_KERNEL_ISA environment choice)."""
     chosen = isa or os.environ.get("SPARSEARCH_KERNEL_ISA", "auto")
     if chosen not in _ISA_CODES:
         raise ValueError(f"unknown instruction set {chosen!r}; use one of {sorted(_ISA_CODES)}")
@@ -56,7 +57,7 @@ def _isa_code(isa: Isa | None) -> int:
 def selected_isa(isa: Isa | None = None) -> str:
     """The instruction set a kernel call with this ``isa`` argument runs on this machine."""
     info = build_info()
-    if _isa_code(isa) != 0 and info["avx2_fma_compiled"] and info["cpu_avx2_fma"]:
+    if resolve_isa_code(isa) != 0 and info["avx2_fma_compiled"] and info["cpu_avx2_fma"]:
         return "avx2"
     return "portable"
 
@@ -92,11 +93,13 @@ def aligned_empty(shape: tuple[int, ...], alignment: int = 64) -> np.ndarray:
     return raw[start : start + count].reshape(shape)
 
 
-def _array(workspace: Workspace | None, role: str, shape: tuple[int, ...]) -> np.ndarray:
+def workspace_array(workspace: Workspace | None, role: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The workspace's array for ``role``, or a fresh aligned one without a workspace."""
     return workspace.get(role, shape) if workspace else aligned_empty(shape)
 
 
-def _activation_bounds(clip: tuple[float, float] | None) -> tuple[float, float]:
+def activation_bounds(clip: tuple[float, float] | None) -> tuple[float, float]:
+    """Clip bounds as the kernels take them (unbounded without a clip)."""
     if clip is None:
         return -np.inf, np.inf
     return float(clip[0]), float(clip[1])
@@ -145,11 +148,11 @@ def spmm(
     residual_data = None
     if residual is not None:
         residual_data = np.ascontiguousarray(residual, dtype=np.float32).reshape(out_shape)
-    lo, hi = _activation_bounds(clip)
+    lo, hi = activation_bounds(clip)
     br, bc = weights.block_shape
     _ext.spmm(
         m, k, n, br, bc, weights.block_ptr, weights.block_col, weights.values, data, out,
-        bias_data, residual_data, batch, lo, hi, max(int(threads), 1), _isa_code(isa),
+        bias_data, residual_data, batch, lo, hi, max(int(threads), 1), resolve_isa_code(isa),
     )  # fmt: skip
     return out
 
@@ -185,15 +188,15 @@ def plan_sparse_linear(
     if not shape or shape[-1] != k:
         raise ValueError(f"x must be (..., K={k}), got {tuple(shape)}")
     lead, rows = tuple(shape[:-1]), int(np.prod(shape[:-1], dtype=np.int64))
-    out = _array(workspace, "out", (m, rows))
-    bias_data = _optional_f32(bias)
-    lo, hi = _activation_bounds(clip)
+    out = workspace_array(workspace, "out", (m, rows))
+    bias_data = optional_f32(bias)
+    lo, hi = activation_bounds(clip)
     br, bc = weights.block_shape
-    threads, isa_code = max(int(threads), 1), _isa_code(isa)
+    threads, isa_code = max(int(threads), 1), resolve_isa_code(isa)
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        columns = _f32(planned_input(x, shape).reshape(rows, k).T)
-        residual_t = None if residual is None else _f32(residual.reshape(rows, m).T)
+        columns = as_f32(planned_input(x, shape).reshape(rows, k).T)
+        residual_t = None if residual is None else as_f32(residual.reshape(rows, m).T)
         _ext.spmm(
             m, k, rows, br, bc, weights.block_ptr, weights.block_col, weights.values, columns,
             out, bias_data, residual_t, 1, lo, hi, threads, isa_code,
@@ -213,20 +216,21 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_en
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
-def _f32(x: np.ndarray) -> np.ndarray:
+def as_f32(x: np.ndarray) -> np.ndarray:
     """``x`` itself when it is C-contiguous float32 (the usual case), else a converted copy."""
     if x.dtype == np.float32 and x.flags.c_contiguous:
         return x
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _optional_f32(x: np.ndarray | None) -> np.ndarray | None:
-    return None if x is None else _f32(x)
+def optional_f32(x: np.ndarray | None) -> np.ndarray | None:
+    """:func:`as_f32` of an optional array (bias, residual)."""
+    return None if x is None else as_f32(x)
 
 
 def planned_input(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """``x`` as float32 C-contiguous, checked against the shape its runner was planned for."""
-    data = _f32(x)
+    data = as_f32(x)
     if data.shape != tuple(shape):
         raise ValueError(f"planned for input {tuple(shape)}, got {data.shape}")
     return data
@@ -296,12 +300,12 @@ def plan_sparse_conv2d(
         raise ValueError(f"weights have {k} columns, expected {channels * kh * kw}")
     oh, ow = conv_output_hw(height, width, geometry)
     direct = (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
-    cols = None if direct else _array(workspace, "im2col", (batch, k, oh * ow))
-    out = _array(workspace, "out", (batch, m, oh, ow))
-    lo, hi = _activation_bounds(clip)
+    cols = None if direct else workspace_array(workspace, "im2col", (batch, k, oh * ow))
+    out = workspace_array(workspace, "out", (batch, m, oh, ow))
+    lo, hi = activation_bounds(clip)
     br, bc = weights.block_shape
-    bias_data = _optional_f32(bias)
-    threads, isa_code = max(int(threads), 1), _isa_code(isa)
+    bias_data = optional_f32(bias)
+    threads, isa_code = max(int(threads), 1), resolve_isa_code(isa)
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
         data = planned_input(x, shape)
@@ -311,144 +315,8 @@ def plan_sparse_conv2d(
                             pt, pl, dh, dw, oh, ow, threads)  # fmt: skip
         _ext.spmm(
             m, k, oh * ow, br, bc, weights.block_ptr, weights.block_col, weights.values,
-            data if cols is None else cols, out, bias_data, _optional_f32(residual), batch, lo, hi,
+            data if cols is None else cols, out, bias_data, optional_f32(residual), batch, lo, hi,
             threads, isa_code,
-        )  # fmt: skip
-        return out
-
-    return run
-
-
-def depthwise_conv2d(
-    x: np.ndarray,
-    weight: np.ndarray,
-    strides: Sequence[int] = (1, 1),
-    pads: Sequence[int] = (0, 0, 0, 0),
-    dilations: Sequence[int] = (1, 1),
-    bias: np.ndarray | None = None,
-    clip: tuple[float, float] | None = None,
-    threads: int = 1,
-    isa: Isa | None = None,
-    workspace: Workspace | None = None,
-) -> np.ndarray:
-    """Depthwise 2-D convolution (group = channels, NCHW) with dense (C, 1, kh, kw) weights.
-
-    Not a sparse kernel: it lets the executor keep MobileNet-style blocks out of onnxruntime,
-    whose depthwise convolution is slow outside its own NCHWc-transformed graphs. Arguments
-    are as in :func:`sparse_conv2d`.
-    """
-    geometry = (tuple(weight.shape[-2:]), tuple(strides), tuple(pads), tuple(dilations))
-    return plan_depthwise_conv2d(x.shape, weight, geometry, bias, clip, threads, isa, workspace)(
-        x, None
-    )
-
-
-def plan_depthwise_conv2d(
-    shape: Sequence[int],
-    weight: np.ndarray,
-    geometry: ConvGeometry,
-    bias: np.ndarray | None = None,
-    clip: tuple[float, float] | None = None,
-    threads: int = 1,
-    isa: Isa | None = None,
-    workspace: Workspace | None = None,
-) -> Runner:
-    """:func:`depthwise_conv2d` for inputs of ``shape`` (see :func:`plan_sparse_conv2d`)."""
-    batch, channels, height, width = shape
-    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = geometry
-    if weight.shape[0] != channels or weight.size != channels * kh * kw:
-        raise ValueError(f"depthwise weight {weight.shape} does not match {channels} channels")
-    oh, ow = conv_output_hw(height, width, geometry)
-    out = _array(workspace, "out", (batch, channels, oh, ow))
-    weight_data, bias_data = _f32(weight), _optional_f32(bias)
-    lo, hi = _activation_bounds(clip)
-    threads, isa_code = max(int(threads), 1), _isa_code(isa)
-
-    def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        data = planned_input(x, shape)
-        _ext.depthwise(
-            data, weight_data, bias_data, out, batch, channels, height, width, oh, ow, kh, kw,
-            sh, sw, pt, pl, pb, pr, dh, dw, lo, hi, threads, isa_code,
-        )  # fmt: skip
-        return out
-
-    return run
-
-
-def plan_conv_depthwise(
-    shape: Sequence[int],
-    weights: SparseMatrix,
-    bias: np.ndarray | None,
-    clip: tuple[float, float] | None,
-    dw_weight: np.ndarray,
-    conv: ConvGeometry = POINTWISE,
-    depthwise: ConvGeometry | None = None,
-    dw_bias: np.ndarray | None = None,
-    dw_clip: tuple[float, float] | None = None,
-    threads: int = 1,
-    isa: Isa | None = None,
-    workspace: Workspace | None = None,
-    project: SparseMatrix | None = None,
-    project_bias: np.ndarray | None = None,
-    project_clip: tuple[float, float] | None = None,
-) -> Runner:
-    """A sparse convolution followed by a depthwise one, the pair fused (MobileNet blocks), and
-    optionally the 1x1 ``project`` convolution after them (a whole inverted-residual block).
-
-    ``depthwise(clip(conv(x, W) + bias))`` with its own bias and clip, computed in bands of rows
-    that stay in cache, so the tensors between the layers are never written out whole. With
-    ``project`` (Cout, Cmid), the result is ``clip(project @ that + project_bias + residual)``.
-
-    Args:
-        shape: the input's (B, Cin, H, W); the runner takes float32 x of that shape.
-        weights, bias, clip: the first convolution, weights packed as (Cmid, Cin * kh * kw).
-        dw_weight: (Cmid, 1, kh, kw) depthwise filters.
-        conv, depthwise: (kernel_shape, strides, pads, dilations) of the two convolutions
-            (pads: top, left, bottom, right); the depthwise one defaults to 3x3, padding 1.
-        dw_bias, dw_clip: the depthwise convolution's bias and activation bounds.
-        threads, isa, workspace: as in :func:`sparse_conv2d`.
-        project, project_bias, project_clip: the optional 1x1 convolution on the depthwise
-            output; the runner's residual (B, Cout, Hout, Wout) is then added before its clip.
-
-    Returns:
-        ``runner(x, residual)`` -> (B, Cmid or Cout, Hout, Wout) float32, prepared once per
-        shape (see :func:`plan_sparse_conv2d`).
-    """
-    batch, channels, height, width = shape
-    (ckh, ckw), (csh, csw), (cpt, cpl, _, _), (cdh, cdw) = conv
-    (kh, kw), strides, pads, dilations = depthwise or ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1))
-    m, k = weights.shape
-    if k != channels * ckh * ckw or dw_weight.shape[0] != m or dw_weight.size != m * kh * kw:
-        raise ValueError(
-            f"shapes do not chain: x {tuple(shape)}, W {weights.shape}, dw {dw_weight.shape}"
-        )
-    mid_h, mid_w = conv_output_hw(height, width, conv)
-    oh, ow = conv_output_hw(mid_h, mid_w, ((kh, kw), strides, pads, dilations))
-    pt, pl, pb, pr = pads
-    if project is not None and project.shape[1] != m:
-        raise ValueError(f"project weights {project.shape} do not take {m} channels")
-    pm, (pbr, pbc) = (0, (1, 1)) if project is None else (project.shape[0], project.block_shape)
-    out = _array(workspace, "out", (batch, pm or m, oh, ow))
-    lo, hi = _activation_bounds(clip)
-    dw_lo, dw_hi = _activation_bounds(dw_clip)
-    p_lo, p_hi = _activation_bounds(project_clip)
-    p_arrays = (None, None, None) if project is None else (
-        project.block_ptr, project.block_col, project.values
-    )  # fmt: skip
-    p_bias = _optional_f32(project_bias)
-    br, bc = weights.block_shape
-    bias_data, dw_data, dw_bias_data = _optional_f32(bias), _f32(dw_weight), _optional_f32(dw_bias)
-    threads, isa_code = max(int(threads), 1), _isa_code(isa)
-
-    def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        data = planned_input(x, shape)
-        _ext.conv_depthwise(
-            m, k, br, bc, weights.block_ptr, weights.block_col, weights.values, bias_data, lo, hi,
-            channels, height, width, ckh, ckw, csh, csw, cpt, cpl, cdh, cdw, data, dw_data,
-            dw_bias_data, out, batch, mid_h, mid_w, oh, ow, kh, kw, strides[0], strides[1],
-            pt, pl, pb, pr, dilations[0], dilations[1], dw_lo, dw_hi, threads, isa_code,
-            pm, pbr, pbc, *p_arrays, p_bias, p_lo, p_hi,
-            None if project is None else _optional_f32(residual),
         )  # fmt: skip
         return out
 

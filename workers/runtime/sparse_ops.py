@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from workers.runtime import kernels
+from workers.runtime import depthwise_kernels, kernels
 from workers.runtime.sparse_formats import BLOCK_SHAPES, SparseMatrix, pack
 
 #: Block formats tried by ``choose_format("auto")``, fastest first (bench/kernels.py).
@@ -211,7 +211,7 @@ def conv_rule(node, initializers, fmt, min_sparsity):
 
 def _plan_depthwise(layer: KernelLayer, shape: tuple[int, ...], threads: int) -> kernels.Runner:
     assert isinstance(layer.weights, np.ndarray) and layer.geometry is not None
-    return kernels.plan_depthwise_conv2d(
+    return depthwise_kernels.plan_depthwise_conv2d(
         shape, layer.weights, layer.geometry, layer.bias, layer.clip, threads,
         workspace=layer.workspace,
     )  # fmt: skip

@@ -1,5 +1,5 @@
 """Build hook for sparsearch's compiled parts (sparse kernels under workers/runtime, one-pass
-channel norms under spa).
+channel norms under spa, the kept-channel gather of surgery under onnx_graph).
 
 Metadata is in pyproject.toml; this file only declares C extensions, which setuptools compiles
 on install with the local compiler (never fetched prebuilt). The kernels pick AVX2/FMA or a
@@ -75,6 +75,11 @@ ext_modules = [
         # channel norm does not matter for ranking channels.
         extra_compile_args=["-O3", "-std=gnu11", "-fno-math-errno", "-fassociative-math",
                             "-fno-signed-zeros", "-fno-trapping-math"],
+    ),
+    Extension(
+        "onnx_graph._kept_gather",
+        sources=[os.path.join("onnx_graph", "csrc", "kept_gather.c")],
+        extra_compile_args=["-O3", "-std=gnu11"],
     ),
 ]
 

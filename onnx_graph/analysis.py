@@ -19,6 +19,7 @@ from onnx_graph.analysis_context import (
     values_by_name,
 )
 from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
+from onnx_graph.local_shapes import local_shapes
 from onnx_graph.prepare import prepare
 from onnx_graph.rules.base import rule_for
 from onnx_graph.shape_targets import constant_reshape_targets
@@ -80,9 +81,9 @@ def _shapes_at_batch_one(model: ir.Model) -> Shapes | None:
     In place: computed targets would read stale sizes after pruning.
     """
     constant_reshape_targets(model)
-    from_graph = completed_shapes(model, {})
+    from_graph = local_shapes(model)
     if from_graph is not None:
-        return from_graph  # every symbolic dim is the batch: no inference at all
+        return from_graph  # read off the graph: no whole-model inference
     inference = SkeletonInference(model)
     quick = inference.at(1, data_propagation=False)
     completed = completed_shapes(model, quick) if quick is not None else None
@@ -222,17 +223,25 @@ def _build_groups(ctx: AnalysisContext) -> GroupSet:
     frozen: list[list[str]] = [[] for _ in range(num_groups)]
     inexact: list[list[str]] = [[] for _ in range(num_groups)]
     position_group = channel_group[position_channel]
+    position_rank = channel_rank[position_channel]  # one gather; members take slices of it
     for channel_axis, runs in zip(ctx.axes, _member_runs(ctx.axes, position_group), strict=True):
+        base, size = channel_axis.base, channel_axis.size
+        nodes = tuple(sorted(channel_axis.nodes))
         for group_id, local_positions in runs:
+            ranks = (
+                position_rank[base : base + size]
+                if len(runs) == 1  # the whole axis, in order
+                else position_rank[base + local_positions]
+            )
             members[group_id].append(
                 GroupMember(
                     channel_axis.value_name,
                     channel_axis.axis,
-                    channel_axis.size,
+                    size,
                     channel_axis.is_parameter,
                     local_positions,
-                    channel_rank[position_channel[channel_axis.base + local_positions]],
-                    tuple(sorted(channel_axis.nodes)),
+                    ranks,
+                    nodes,
                 )
             )
             for reasons, collected in (

@@ -12,6 +12,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnx_graph.analysis_context import values_by_name
+from onnx_graph.kept_slices import Cuts, compact_kept, exclusively_owned, kept_slices
 from onnx_graph.plan import PruningPlan
 from onnx_graph.rules.base import rule_for
 from onnx_graph.surgery_context import SurgeryContext
@@ -51,11 +52,7 @@ def prune(
             # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
             dims[axis] = len(positions) if isinstance(dims[axis], int) else None
         if value.const_value is not None:
-            original = value.const_value
-            array = _kept_slices(original.numpy(), cuts)
-            value.const_value = ir.Tensor(array, name=value.name)  # np.take made a new array
-            if isinstance(original, ir.ExternalTensor):
-                original.release()  # unmap: a large model's weights are read one at a time
+            value.const_value = ir.Tensor(_cut_weight(value, cuts), name=value.name)
         value.shape = ir.Shape(dims)
     ctx = SurgeryContext(pruned.graph, kept, original_sizes, axis_sizes)
     for node in list(pruned.graph):
@@ -68,21 +65,25 @@ def prune(
     return pruned
 
 
-def _kept_slices(array: np.ndarray, cuts: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """``array`` with only the kept positions along each cut axis (a new array)."""
-    if len(cuts) == 2 and abs(cuts[0][0] - cuts[1][0]) == 1:
-        # A weight cut on two neighbouring axes ([out, in, kh, kw]): one gather of whole inner
-        # blocks into the final array, instead of two copies (2-3x faster on conv weights).
-        (first, outer), (_, inner) = sorted(cuts, key=lambda cut: cut[0])
-        flat = (outer[:, None] * array.shape[first + 1] + inner[None, :]).reshape(-1)
-        shape = array.shape
-        merged = array.reshape(*shape[:first], shape[first] * shape[first + 1], *shape[first + 2 :])
-        taken = np.take(merged, flat, axis=first)
-        return taken.reshape(*shape[:first], len(outer), len(inner), *shape[first + 2 :])
-    # Cut the axis that drops the largest share first: later copies move less data.
-    for axis, positions in sorted(cuts, key=lambda cut: len(cut[1]) / array.shape[cut[0]]):
-        array = np.take(array, positions, axis=axis)
-    return array
+def _cut_weight(value: ir.Value, cuts: Cuts) -> np.ndarray:
+    """The kept part of ``value``'s data; compacted in its own buffer when nothing else holds it.
+
+    The value lets go of its tensor first, so that an array only this model refers to is
+    recognised as such (a clone sharing the tensor, a user's reference or a view keep it).
+    """
+    tensor = value.const_value
+    assert tensor is not None
+    if type(tensor) is ir.Tensor:
+        array = tensor.numpy()
+        value.const_value = None
+        del tensor
+        if exclusively_owned(array, references=1):
+            return compact_kept(array, cuts)
+        return kept_slices(array, cuts)
+    result = kept_slices(tensor.numpy(), cuts)
+    if isinstance(tensor, ir.ExternalTensor):
+        tensor.release()  # unmap: a large model's weights are read one at a time
+    return result
 
 
 def zero_out(model: ir.Model, plan: PruningPlan) -> ir.Model:

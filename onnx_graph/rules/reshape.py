@@ -9,6 +9,8 @@ channel set stays a rectangle and the new shape is still valid; merging axes (Fl
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import onnx_ir as ir
 
@@ -67,15 +69,31 @@ def reshape_blocks(
     return blocks
 
 
-def _coordinates(shape: tuple[int | None, ...], axes: list[int]) -> dict[int, np.ndarray]:
+def _coordinates(sizes: tuple[int, ...]) -> list[np.ndarray]:
     """Row-major coordinate of every flat position of a block, per axis of the block."""
-    sizes = [int(shape[a]) for a in axes]  # type: ignore[arg-type]
     flat = np.arange(int(np.prod(sizes)), dtype=np.int64)
-    coordinates, stride = {}, 1
-    for axis, size in reversed(list(zip(axes, sizes, strict=True))):
-        coordinates[axis] = (flat // stride) % size
+    coordinates, stride = [], 1
+    for size in reversed(sizes):
+        coordinates.append((flat // stride) % size)
         stride *= size
-    return coordinates
+    return coordinates[::-1]
+
+
+@lru_cache(maxsize=512)
+def _block_map(
+    here_sizes: tuple[int, ...], here_index: int, there_sizes: tuple[int, ...], there_index: int
+) -> ExplicitMap:
+    """Which positions of one block axis meet which of another: they share a flat position.
+
+    Depends on the block sizes alone, so a transformer's repeated layers share one result.
+    """
+    here = _coordinates(here_sizes)[here_index]
+    there = _coordinates(there_sizes)[there_index]
+    width = int(there.max()) + 1
+    keys = np.unique(here * width + there)
+    source, target = keys // width, keys % width
+    source.flags.writeable = target.flags.writeable = False  # shared between calls
+    return ExplicitMap(source, target)
 
 
 def _only_sized(shape: tuple[int | None, ...], axes: list[int]) -> list[int]:
@@ -117,13 +135,13 @@ class ReshapeRule(OpRule):
             if _only_sized(other_shape, other_axes) == targets:  # [1, C] <-> [C]: same positions
                 ctx.couple(port, axis, other_value, targets[0])
                 return
-        here = _coordinates(here_shape, here_axes)
-        there = _coordinates(other_shape, other_axes)
+        here_sizes = tuple(int(here_shape[a]) for a in here_axes)  # type: ignore[arg-type]
+        there_sizes = tuple(int(other_shape[a]) for a in other_axes)  # type: ignore[arg-type]
         for target in targets:
-            width = int(there[target].max()) + 1
-            keys = np.sort(here[axis] * width + there[target])
-            keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
-            ctx.couple(port, axis, other_value, target, ExplicitMap(keys // width, keys % width))
+            mapping = _block_map(
+                here_sizes, here_axes.index(axis), there_sizes, other_axes.index(target)
+            )
+            ctx.couple(port, axis, other_value, target, mapping)
 
     def rewrite(self, node: ir.Node, ctx: SurgeryContext) -> None:
         if node.op_type != "Reshape":

@@ -1,0 +1,120 @@
+"""Slicing kept channels out of initializers: compiled gather, compaction in place, numpy path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import onnx_graph.kept_slices as kept_module
+from onnx_graph.kept_slices import compact_kept, exclusively_owned, kept_slices
+
+CASES = [
+    ((6, 5, 3, 3), (0, 1)),  # conv weight: output and input channels
+    ((4, 6, 5), (1, 2)),
+    ((7, 8), (1, 0)),  # cuts listed out of axis order
+    ((3, 4, 5, 6), (2, 3)),
+    ((5, 6, 7), (0, 2)),  # not neighbours
+    ((9, 4), (0,)),
+    ((768, 96), (1,)),  # last axis only: element gather
+    ((2, 3, 4), (0, 1, 2)),
+    ((3, 1, 4, 2), (2,)),  # uncut axes on both sides
+    ((11,), (0,)),
+]
+
+
+def _case(shape: tuple[int, ...], axes: tuple[int, ...], dtype: type = np.float32):
+    rng = np.random.default_rng(sum(shape))
+    array = (rng.standard_normal(shape) * 100).astype(dtype)
+    cuts = [
+        (axis, np.sort(rng.choice(shape[axis], max(1, shape[axis] // 2), replace=False)))
+        for axis in axes
+    ]
+    expected = array
+    for axis, positions in cuts:
+        expected = np.take(expected, positions, axis=axis)
+    return array, cuts, expected
+
+
+def test_gather_is_built() -> None:
+    assert kept_module.gather is not None, "run `python setup.py build_ext --inplace`"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.float16, np.int8])
+@pytest.mark.parametrize(("shape", "axes"), CASES)
+def test_kept_slices_equal_successive_takes(
+    shape: tuple[int, ...], axes: tuple[int, ...], dtype: type
+) -> None:
+    array, cuts, expected = _case(shape, axes, dtype)
+    before = array.copy()
+    found = kept_slices(array, cuts)
+    assert found.shape == expected.shape and found.dtype == array.dtype
+    np.testing.assert_array_equal(found, expected)
+    assert not np.shares_memory(found, array)
+    np.testing.assert_array_equal(array, before)  # the source is untouched
+
+
+@pytest.mark.parametrize(("shape", "axes"), CASES)
+def test_compact_in_place_equals_new_array(shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
+    array, cuts, expected = _case(shape, axes)
+    found = compact_kept(array, cuts)
+    assert found is array  # the same array, shrunk: no new buffer
+    assert found.shape == expected.shape
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_non_contiguous_source_is_copied_right() -> None:
+    base = np.arange(8 * 12, dtype=np.float32).reshape(8, 12)
+    view = base[:, ::2]  # not contiguous
+    kept = np.array([0, 2, 5])
+    np.testing.assert_array_equal(kept_slices(view, [(1, kept)]), view[:, kept])
+
+
+def test_numpy_fallback_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    array, cuts, expected = _case((6, 5, 3, 3), (0, 1))
+    monkeypatch.setattr(kept_module, "gather", None)
+    np.testing.assert_array_equal(kept_slices(array, cuts), expected)
+    np.testing.assert_array_equal(compact_kept(array.copy(), cuts), expected)
+
+
+def test_exclusive_ownership_is_recognised() -> None:
+    array = np.zeros((4, 4), dtype=np.float32)
+    assert exclusively_owned(array, references=1)
+    view = array[1:]
+    assert not exclusively_owned(array, references=1)  # a view shares the buffer
+    assert not exclusively_owned(view, references=1)  # a view owns nothing
+    del view
+    holder = [array]
+    assert not exclusively_owned(array, references=1)
+    assert exclusively_owned(array, references=2)
+    holder.clear()
+    readonly = np.zeros(3)
+    readonly.flags.writeable = False
+    assert not exclusively_owned(readonly, references=1)
+    assert not exclusively_owned(np.zeros((4, 4)).T, references=1)
+
+
+@pytest.mark.parametrize(
+    ("kept", "message"),
+    [
+        (np.array([0, 0, 1]), "must increase"),
+        (np.array([2, 1]), "must increase"),
+        (np.array([0, 5]), r"within \[0, 5\)"),
+        (np.array([-1, 2]), "must increase"),
+    ],
+)
+def test_gather_refuses_bad_positions(kept: np.ndarray, message: str) -> None:
+    array = np.zeros((3, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match=message):
+        kept_slices(array, [(1, kept)])
+    np.testing.assert_array_equal(array, 0)
+
+
+def test_gather_refuses_mismatched_buffers() -> None:
+    assert kept_module.gather is not None
+    source = np.zeros(10, dtype=np.float32)
+    with pytest.raises(ValueError, match="source has 40 bytes"):
+        kept_module.gather(source, np.zeros(10, np.float32), (12,), (np.arange(3),), 4)
+    with pytest.raises(TypeError, match="int64"):
+        kept_module.gather(
+            source, np.zeros(10, np.float32), (10,), (np.arange(3, dtype=np.int32),), 4
+        )

@@ -156,6 +156,8 @@ def _position_channels(ctx: AnalysisContext, axis_of_position: np.ndarray) -> np
     )
     compact_total = int(class_size.sum())
     source, target = ctx.edges()
+    if not len(source):
+        return compact  # identities only (a CNN): each merged position is a channel
     adjacency = coo_matrix(
         (np.ones(len(source), dtype=np.int8), (compact[source], compact[target])),
         shape=(compact_total, compact_total),

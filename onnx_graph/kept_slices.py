@@ -12,6 +12,7 @@ released. It is only for arrays nobody else holds; ``exclusively_owned`` tells.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 import numpy as np
@@ -98,7 +99,7 @@ def _gather_plan(
         len(by_axis[axis]) if axis in by_axis else size for axis, size in enumerate(array.shape)
     )
     innermost = max(by_axis)
-    block = array.itemsize * int(np.prod(array.shape[innermost + 1 :], dtype=np.int64))
+    block = array.itemsize * math.prod(array.shape[innermost + 1 :])
     sizes: list[int] = []
     kept: list[np.ndarray | None] = []
     for axis in range(innermost + 1):

@@ -118,3 +118,45 @@ def test_gather_refuses_mismatched_buffers() -> None:
         kept_module.gather(
             source, np.zeros(10, np.float32), (10,), (np.arange(3, dtype=np.int32),), 4
         )
+
+
+def _conv_pair_model():
+    import onnx_ir as ir
+    import torch
+
+    import onnx_graph as og
+    from onnx_graph.testing import randomize_module
+
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3)
+    )
+    model = og.lower(randomize_module(module, seed=4), (torch.randn(1, 3, 12, 12),))
+    # Owned copies, as `onnx_graph.load` makes them (an export may share memory with torch).
+    for name, value in model.graph.initializers.items():
+        value.const_value = ir.Tensor(np.array(value.const_value.numpy(), copy=True), name=name)
+    return model
+
+
+def _address(array: np.ndarray) -> int:
+    return int(array.__array_interface__["data"][0])
+
+
+def test_in_place_prune_reuses_owned_buffers_and_spares_held_arrays() -> None:
+    import onnx_graph as og
+    from onnx_graph.testing import run_onnx
+    from spa.allocation import plan_uniform
+
+    model = _conv_pair_model()
+    reference = og.prune(model, plan_uniform(model, og.analyze(model), 0.5, criterion="l1"))
+    first, second = sorted(
+        (n for n in model.graph.initializers if model.graph.initializers[n].const_value.size > 16)
+    )
+    held = model.graph.initializers[first].const_value.numpy()  # a user's reference
+    held_before = held.copy()
+    free_address = _address(model.graph.initializers[second].const_value.numpy())
+    plan = plan_uniform(model, og.analyze(model), 0.5, criterion="l1")
+    pruned = og.prune(model, plan, copy=False)
+    np.testing.assert_array_equal(held, held_before)  # held elsewhere: copied, not overwritten
+    assert _address(pruned.graph.initializers[second].const_value.numpy()) == free_address
+    images = np.random.default_rng(0).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(pruned, images)[0], run_onnx(reference, images)[0])

@@ -149,7 +149,7 @@ def test_in_place_prune_reuses_owned_buffers_and_spares_held_arrays() -> None:
     model = _conv_pair_model()
     reference = og.prune(model, plan_uniform(model, og.analyze(model), 0.5, criterion="l1"))
     first, second = sorted(
-        (n for n in model.graph.initializers if model.graph.initializers[n].const_value.size > 16)
+        n for n in model.graph.initializers if model.graph.initializers[n].const_value.size > 16
     )
     held = model.graph.initializers[first].const_value.numpy()  # a user's reference
     held_before = held.copy()

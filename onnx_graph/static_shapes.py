@@ -2,8 +2,9 @@
 
 Dynamic-batch exports fold the head count into symbolic dimensions (``[T, 4*batch, D]``) or lose
 shapes behind ``Shape -> Slice -> Concat -> Reshape`` chains, where channel axes cannot be related.
-The analysis therefore sees shapes inferred with the graph inputs at batch 1, by strict ONNX shape
-inference with data propagation. Batch axes then have size 1 (they never carry channels) and a
+The analysis therefore sees shapes at batch 1: read off the graph where it can
+(``onnx_graph.local_shapes``), else inferred here on the whole model, with data propagation when
+plain inference leaves dims unknown. Batch axes then have size 1 (they never carry channels) and a
 merged ``batch * heads`` axis has exactly ``heads`` positions. The groups refer to values by name,
 so they apply unchanged to the dynamic model; surgery leaves symbolic dims alone.
 

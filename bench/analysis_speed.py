@@ -14,12 +14,14 @@ ratio. Both run on one thread.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torchvision
@@ -32,17 +34,35 @@ from onnx_graph.testing import randomize_module  # noqa: E402
 from spa import plan_uniform  # noqa: E402
 
 
-def ours_once(path: Path, allow_inexact: bool = False) -> tuple[float, float, float]:
-    """Seconds to load, to analyse + score + plan + prune, and to check the result."""
-    start = time.perf_counter()
+class OursTimes(NamedTuple):
+    """Seconds of one run of ours, per stage."""
+
+    load: float
+    analysis: float
+    scoring: float  # L1 scores and the plan
+    surgery: float
+    check: float
+
+    @property
+    def total(self) -> float:
+        """Analysis + scoring + surgery: what is compared with Torch-Pruning."""
+        return self.analysis + self.scoring + self.surgery
+
+
+def ours_once(path: Path, allow_inexact: bool = False) -> OursTimes:
+    """Seconds to load, analyse, score and plan, prune, and check the result."""
+    marks = [time.perf_counter()]
     model = load(path)
-    loaded = time.perf_counter()
+    marks.append(time.perf_counter())
     groups = analyze(model, allow_inexact=allow_inexact)
+    marks.append(time.perf_counter())
     plan = plan_uniform(model, groups, 0.5, criterion="l1")
+    marks.append(time.perf_counter())
     pruned = prune(model, plan, validate=False, copy=False)
-    pruned_at = time.perf_counter()
+    marks.append(time.perf_counter())
     check_model(pruned)
-    return loaded - start, pruned_at - loaded, time.perf_counter() - pruned_at
+    marks.append(time.perf_counter())
+    return OursTimes(*(after - before for before, after in itertools.pairwise(marks)))
 
 
 def torch_pruning_once(name: str, size: int) -> float:
@@ -70,16 +90,15 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|")
     workdir = Path(tempfile.mkdtemp(prefix="analysis_speed_"))
+    stages: dict[str, dict[str, float]] = {}
     for name in args.models.split(","):
         module = randomize_module(torchvision.models.get_model(name, weights=None), seed=0)
         path = workdir / f"{name}.onnx"
         save(lower(module, (torch.randn(1, 3, args.size, args.size),)), path)
-        ours, loads, checks, theirs = [], [], [], []
+        runs: list[OursTimes] = []
+        theirs: list[float] = []
         for _ in range(args.repeats):
-            load_s, elapsed, check = ours_once(path, args.allow_inexact)
-            ours.append(elapsed)
-            loads.append(load_s)
-            checks.append(check)
+            runs.append(ours_once(path, args.allow_inexact))
             try:
                 theirs.append(torch_pruning_once(name, args.size))
             except Exception as error:  # record, don't stop
@@ -88,13 +107,23 @@ def main() -> None:
                     file=sys.stderr,
                 )
                 break
-        ours_s = statistics.median(ours)
+        ours_s = statistics.median(run.total for run in runs)
         theirs_s = statistics.median(theirs) if theirs else float("nan")
         print(
-            f"| {name} | {ours_s:.3f} | {statistics.median(loads):.3f} "
-            f"| {statistics.median(checks):.3f} | {theirs_s:.3f} | {theirs_s / ours_s:.1f}x |"
+            f"| {name} | {ours_s:.3f} | {statistics.median(run.load for run in runs):.3f} "
+            f"| {statistics.median(run.check for run in runs):.3f} | {theirs_s:.3f} "
+            f"| {theirs_s / ours_s:.1f}x |"
         )
+        stages[name] = {
+            stage: statistics.median(getattr(run, stage) for run in runs)
+            for stage in ("analysis", "scoring", "surgery")
+        }
     shutil.rmtree(workdir, ignore_errors=True)
+    print("\nOurs per stage (medians, ms):\n\n| model | analysis | scoring + plan | surgery |")
+    print("|---|---|---|---|")
+    for name, medians in stages.items():
+        cells = " | ".join(f"{seconds * 1000:.1f}" for seconds in medians.values())
+        print(f"| {name} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from onnx_graph.analysis_context import (
     ChannelAxis,
     values_by_name,
 )
+from onnx_graph.gc_pause import without_gc
 from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
 from onnx_graph.local_shapes import local_shapes
 from onnx_graph.prepare import prepare
@@ -34,6 +35,7 @@ from onnx_graph.static_shapes import (
 logger = logging.getLogger(__name__)
 
 
+@without_gc
 def analyze(
     model: ir.Model,
     *,

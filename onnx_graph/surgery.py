@@ -12,6 +12,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnx_graph.analysis_context import values_by_name
+from onnx_graph.gc_pause import without_gc
 from onnx_graph.kept_slices import Cuts, compact_kept, exclusively_owned, kept_slices
 from onnx_graph.plan import PruningPlan
 from onnx_graph.rules.base import rule_for
@@ -21,6 +22,7 @@ from onnx_graph.validate import check_model
 logger = logging.getLogger(__name__)
 
 
+@without_gc
 def prune(
     model: ir.Model, plan: PruningPlan, *, validate: bool = True, copy: bool = True
 ) -> ir.Model:

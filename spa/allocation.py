@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnx_graph.gc_pause import without_gc
 from onnx_graph.groups import GroupSet, PruningGroup
 from onnx_graph.plan import PruningPlan
 from spa.importance import ImportanceCriterion, get_criterion
@@ -51,6 +52,7 @@ def resolve_criterion(criterion: str | ImportanceCriterion) -> ImportanceCriteri
     return get_criterion(criterion) if isinstance(criterion, str) else criterion
 
 
+@without_gc
 def score_groups(
     model: ir.Model,
     groups: GroupSet,

@@ -308,6 +308,26 @@ def test_every_column_count_splits_into_tiles_exactly(fmt: str, isa: str) -> Non
             np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4, err_msg=str(n))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m,k", [(1, 3), (5, 40), (40, 5), (70, 33)])
+def test_csr_strips_and_in_place_tiles_agree_with_dense(isa: str, threads: int, m: int, k: int):
+    """CSR copies X in strips when rows reuse it (>= 2 nonzeros per row of X) and runs in place
+    otherwise: densities on both sides of that switch, empty rows, residual, odd widths."""
+    rng = np.random.default_rng(m * 1000 + k)
+    for density in (0.02, 0.3, 1.0):
+        w = (rng.standard_normal((m, k)) * (rng.random((m, k)) < density)).astype(np.float32)
+        w[::3] = 0.0  # empty rows
+        packed = pack(w, "csr")
+        for n in (5, 8, 31, 33, 64, 100, 257):
+            x = rng.standard_normal((k, n)).astype(np.float32)
+            residual = rng.standard_normal((m, n)).astype(np.float32)
+            bias = rng.standard_normal(m).astype(np.float32)
+            y = kernels.spmm(packed, x, bias, (-1.0, 2.0), threads, isa, residual=residual)  # type: ignore[arg-type]
+            expected = np.clip(_reference(w, x, bias, None) + residual, -1.0, 2.0)
+            np.testing.assert_allclose(y, expected, atol=1e-4, err_msg=f"{density} {n}")
+
+
 def test_workspace_arrays_are_64_byte_aligned() -> None:
     workspace = kernels.Workspace()
     for shape in [(1, 3, 5, 7), (13,), (2, 49)]:

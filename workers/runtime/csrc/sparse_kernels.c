@@ -31,6 +31,7 @@ typedef struct {
      * a fused layer writes a block of rows and columns into a buffer of its own). */
     int y_row0, y_col0, ldy;
     int ldr; /* floats between residual rows (n unless a fused layer says otherwise) */
+    float *strip; /* CSR strips: this thread's copy of X's current strip (set by spmm_range) */
 } spmm_args;
 
 #define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
@@ -60,6 +61,26 @@ static float *take_scratch(size_t count) {
         thread_scratch_floats = count;
     }
     return thread_scratch;
+}
+
+/* The calling thread's buffer for CSR strips of X (K x strip width, 64-byte aligned), kept and
+ * grown like thread_scratch but apart from it: fused layers run the product while their
+ * depthwise scratch is in use. NULL when out of memory (the caller runs tiles in place). */
+static __thread float *strip_buffer = NULL;
+static __thread size_t strip_buffer_floats = 0;
+
+/* Nonzeros per row of X a range needs before copying X's strips pays (spmm_range). */
+#define STRIP_MIN_REUSE 2
+
+static float *take_strip_buffer(size_t count) {
+    if (count > strip_buffer_floats) {
+        void *memory = NULL;
+        if (posix_memalign(&memory, 64, sizeof(float) * count) != 0) return NULL;
+        free(strip_buffer);
+        strip_buffer = memory;
+        strip_buffer_floats = count;
+    }
+    return strip_buffer;
 }
 
 /* Zeroes the first ``zeroed`` floats of each of ``slices`` slices ``stride`` floats apart. */

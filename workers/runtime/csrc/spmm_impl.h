@@ -70,6 +70,58 @@
         }                                                                                       \
     }
 
+/* CSR in strips: for each strip of NV vectors of columns, X's strip (K rows) is first copied
+ * into a contiguous, aligned buffer, then every row of W runs over it: the strip stays in L1 (or
+ * streams from L2 in order), where reading X rows in place hits L2 at N-float strides that map to
+ * few L1 sets. U nonzeros per step feed U independent accumulator sets (more FMA chains in flight
+ * than one nonzero's NV). a->strip holds K * NV * VEC_FLOATS floats (see spmm_range). */
+#define DEFINE_STRIP(NV_, U_)                                                                    \
+    static void ISA(strip_##NV_)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {        \
+        enum { NV = NV_, U = U_, W = NV_ * VEC_FLOATS };                                        \
+        SPMM_LOCALS(a);                                                                         \
+        float *pk = a->strip;                                                                   \
+        (void)M;                                                                                \
+        for (int n = n0; n < n1; n += W) {                                                      \
+            for (int kk = 0; kk < a->k; ++kk)                                                   \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                            \
+                    *(V8F *)(pk + (size_t)kk * W + VEC_FLOATS * v) =                            \
+                        *(const V8FU *)(x + (size_t)kk * N + n + VEC_FLOATS * v);               \
+            for (int row = mb0; row < mb1; ++row) {                                             \
+                int j = block_ptr[row];                                                         \
+                const int jend = block_ptr[row + 1];                                            \
+                V8F acc[U][NV];                                                                 \
+                const float b = bias ? bias[row] : 0.0f;                                        \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[0][v] = SPLAT(b);      \
+                _Pragma("GCC unroll 8") for (int u = 1; u < U; ++u)                             \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[u][v] = SPLAT(0.0f); \
+                if (residual) {                                                                 \
+                    const float *rp = residual + row * LDR + n;                                 \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
+                        acc[0][v] += *(const V8FU *)(rp + VEC_FLOATS * v);                      \
+                }                                                                               \
+                for (; j + U <= jend; j += U) {                                                 \
+                    _Pragma("GCC unroll 8") for (int u = 0; u < U; ++u) {                       \
+                        const float *xp = pk + (size_t)block_col[j + u] * W;                    \
+                        const V8F wv = SPLAT(values[j + u]);                                    \
+                        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                    \
+                            acc[u][v] += wv * *(const V8F *)(xp + VEC_FLOATS * v);              \
+                    }                                                                           \
+                }                                                                               \
+                for (; j < jend; ++j) {                                                         \
+                    const float *xp = pk + (size_t)block_col[j] * W;                            \
+                    const V8F wv = SPLAT(values[j]);                                            \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
+                        acc[0][v] += wv * *(const V8F *)(xp + VEC_FLOATS * v);                  \
+                }                                                                               \
+                _Pragma("GCC unroll 8") for (int u = 1; u < U; ++u)                             \
+                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[0][v] += acc[u][v]; \
+                float *yp = y + (row - Y0) * LDY + (n - YC0);                                   \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                            \
+                    *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[0][v], lo, hi);             \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
 /* Fewer than VEC_FLOATS columns (matrix-vector products, odd leftovers): scalar code with the
  * R rows of a block in registers and U interleaved partial sums per row, so consecutive blocks
  * do not wait on one another's additions. */
@@ -149,6 +201,9 @@ DEFINE_TILE(1, 1, 5) DEFINE_TILE(1, 1, 6) DEFINE_TILE(1, 1, 7) DEFINE_TILE(1, 1,
 DEFINE_TILE(4, 1, 1) DEFINE_TILE(4, 1, 2) DEFINE_TILE(4, 1, 3)
 DEFINE_TILE(8, 1, 1)
 DEFINE_TILE(4, 4, 1) DEFINE_TILE(4, 4, 2)
+/* CSR strips: 4 vectors, 2 nonzeros per step (bench/results/csr_strips_epyc_2cores.md). */
+#define CSR_STRIP_NV 4
+DEFINE_STRIP(1, 2) DEFINE_STRIP(2, 2) DEFINE_STRIP(3, 2) DEFINE_STRIP(4, 2)
 DEFINE_SCALAR(1, 1, 4)
 DEFINE_SCALAR(4, 1, 2)
 DEFINE_SCALAR(8, 1, 1)
@@ -167,6 +222,8 @@ static const ISA(tile_set) ISA(csr_tiles) = {
     {NULL, ISA(tile_1x1_1), ISA(tile_1x1_2), ISA(tile_1x1_3), ISA(tile_1x1_4), ISA(tile_1x1_5),
      ISA(tile_1x1_6), ISA(tile_1x1_7), ISA(tile_1x1_8)},
     CSR_NV, ISA(scalar_1x1)};
+static const ISA(tile_set) ISA(csr_strips) = {
+    {NULL, ISA(strip_1), ISA(strip_2), ISA(strip_3), ISA(strip_4)}, CSR_STRIP_NV, ISA(scalar_1x1)};
 static const ISA(tile_set) ISA(b41_tiles) = {
     {NULL, ISA(tile_4x1_1), ISA(tile_4x1_2), ISA(tile_4x1_3)}, B41_NV, ISA(scalar_4x1)};
 static const ISA(tile_set) ISA(b81_tiles) = {{NULL, ISA(tile_8x1_1)}, B81_NV, ISA(scalar_8x1)};
@@ -211,8 +268,21 @@ static void ISA(balanced_tiles)(const ISA(tile_set) *set, const spmm_args *a, in
  * L2 (the last panel up to twice as wide); ranges narrower than a vector run scalar code. */
 static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {
     const ISA(tile_set) *set;
-    if (a->block_rows == 1 && a->block_cols == 1) set = &ISA(csr_tiles);
-    else if (a->block_rows == 4 && a->block_cols == 1) set = &ISA(b41_tiles);
+    spmm_args with_strip;
+    if (a->block_rows == 1 && a->block_cols == 1) {
+        set = &ISA(csr_tiles);
+        /* Strips copy K rows of X per strip: worth it when the rows reuse them (2 nonzeros per
+         * row of X at least); fewer run the tiles on X in place. */
+        const long nonzeros = (long)a->block_ptr[mb1] - a->block_ptr[mb0];
+        float *buffer = nonzeros >= STRIP_MIN_REUSE * (long)a->k && n1 - n0 >= VEC_FLOATS
+                            ? take_strip_buffer((size_t)a->k * CSR_STRIP_NV * VEC_FLOATS) : NULL;
+        if (buffer) {
+            with_strip = *a;
+            with_strip.strip = buffer;
+            a = &with_strip;
+            set = &ISA(csr_strips);
+        }
+    } else if (a->block_rows == 4 && a->block_cols == 1) set = &ISA(b41_tiles);
     else if (a->block_rows == 8 && a->block_cols == 1) set = &ISA(b81_tiles);
     else if (a->block_rows == 4 && a->block_cols == 4) set = &ISA(b44_tiles);
     else {
@@ -235,6 +305,8 @@ static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1
 }
 
 #undef CSR_NV
+#undef CSR_STRIP_NV
+#undef DEFINE_STRIP
 #undef B41_NV
 #undef B81_NV
 #undef B44_NV

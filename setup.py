@@ -18,7 +18,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = os.path.join("workers", "runtime", "csrc")
-HEADERS = ["vec_impl.h", "spmm_impl.h", "depthwise_impl.h", "vec_end.h", "fused.h"]
+HEADERS = ["vec_impl.h", "spmm_impl.h", "strips_impl.h", "depthwise_impl.h", "vec_end.h", "fused.h"]
 
 
 def _compiler_accepts(compiler: list[str], flags: list[str]) -> bool:

@@ -308,17 +308,22 @@ def test_every_column_count_splits_into_tiles_exactly(fmt: str, isa: str) -> Non
             np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4, err_msg=str(n))
 
 
+@pytest.mark.parametrize("fmt", ["csr", "4x1"])
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("m,k", [(1, 3), (5, 40), (40, 5), (70, 33)])
-def test_csr_strips_and_in_place_tiles_agree_with_dense(isa: str, threads: int, m: int, k: int):
-    """CSR copies X in strips when rows reuse it (>= 2 nonzeros per row of X) and runs in place
-    otherwise: densities on both sides of that switch, empty rows, residual, odd widths."""
+def test_strips_and_in_place_tiles_agree_with_dense(
+    fmt: str, isa: str, threads: int, m: int, k: int
+) -> None:
+    """CSR and 4x1 copy X in strips when rows reuse it enough (2 and 24 weights per row of X)
+    and run in place otherwise: densities on both sides of that switch, empty rows, residual,
+    odd widths, a last block row with missing rows (m = 5, 70)."""
     rng = np.random.default_rng(m * 1000 + k)
     for density in (0.02, 0.3, 1.0):
         w = (rng.standard_normal((m, k)) * (rng.random((m, k)) < density)).astype(np.float32)
-        w[::3] = 0.0  # empty rows
-        packed = pack(w, "csr")
+        w[::9] = 0.0  # empty rows (and empty 4x1 block rows where 4 in a row are empty)
+        w[8:16] = 0.0
+        packed = pack(w, fmt)
         for n in (5, 8, 31, 33, 64, 100, 257):
             x = rng.standard_normal((k, n)).astype(np.float32)
             residual = rng.standard_normal((m, n)).astype(np.float32)

@@ -69,9 +69,6 @@ static float *take_scratch(size_t count) {
 static __thread float *strip_buffer = NULL;
 static __thread size_t strip_buffer_floats = 0;
 
-/* Nonzeros per row of X a range needs before copying X's strips pays (spmm_range). */
-#define STRIP_MIN_REUSE 2
-
 static float *take_strip_buffer(size_t count) {
     if (count > strip_buffer_floats) {
         void *memory = NULL;

@@ -67,21 +67,35 @@ static void im2col_stride2_rows(const float *x, float *out, int ch, int ki, int 
     free(even);
 }
 
+typedef struct {
+    const float *x;
+    float *out;
+    int c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, stride2, rows, items;
+} im2col_job;
+
+/* Item ``item`` of an im2col call: its share of the rows (stride 2: of the kernel rows). */
+static void im2col_item(void *ctx, int item, int thread) {
+    const im2col_job *j = ctx;
+    (void)thread;
+    const int r0 = (int)((long)j->rows * item / j->items);
+    const int r1 = (int)((long)j->rows * (item + 1) / j->items);
+    for (int r = r0; r < r1; ++r) {
+        if (j->stride2)
+            im2col_stride2_rows(j->x, j->out, r / j->kh, r % j->kh, j->h, j->w, j->kh, j->kw,
+                                j->sh, j->pt, j->pl, j->dh, j->oh, j->ow);
+        else
+            im2col_row(j->x, j->out, r / (j->kh * j->kw), r / j->kw % j->kh, r % j->kw, j->h,
+                       j->w, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl, j->dh, j->dw, j->oh, j->ow);
+    }
+}
+
 /* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
 static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
                    int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
-    const int stride2 = sw == 2 && dw == 1, items = stride2 ? c * kh : c * kh * kw;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (int item = 0; item < items; ++item) {
-        if (stride2)
-            im2col_stride2_rows(x, out, item / kh, item % kh, h, w, kh, kw, sh, pt, pl, dh, oh, ow);
-        else
-            im2col_row(x, out, item / (kh * kw), item / kw % kh, item % kw, h, w, kh, kw, sh, sw,
-                       pt, pl, dh, dw, oh, ow);
-    }
-    (void)threads;
+    const int stride2 = sw == 2 && dw == 1, rows = stride2 ? c * kh : c * kh * kw;
+    im2col_job job = {x, out, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, stride2, rows,
+                      items_for(rows, threads)};
+    pool_run(im2col_item, &job, job.items, threads);
 }
 
 /* Geometry of the first convolution over an image of c x h x w; 1x1 unit stride unpadded runs
@@ -200,6 +214,28 @@ static void fused_item(range_fn spmm, planes_fn dw, const spmm_args *e, const co
     }
 }
 
+typedef struct {
+    range_fn spmm;
+    planes_fn dw;
+    const spmm_args *e;
+    const conv_geometry *g;
+    const depthwise_args *d;
+    const spmm_args *band_pj;
+    const fused_plan *plan;
+    float *buffers, *cols, *dw_out, *scratch;
+    size_t scratch_floats;
+} fused_job;
+
+/* Item ``item`` of a fused call on thread ``t``'s slices of the buffers. */
+static void fused_job_item(void *ctx, int item, int t) {
+    const fused_job *j = ctx;
+    const fused_plan *plan = j->plan;
+    fused_item(j->spmm, j->dw, j->e, j->g, j->d, j->band_pj, plan, item,
+               j->buffers + plan->buffer_floats * t, j->cols + plan->cols_floats * t,
+               j->dw_out + (j->band_pj ? plan->dw_floats * t : 0),
+               j->scratch + j->scratch_floats * t);
+}
+
 /* One image; ``buffers``, ``cols``, ``dw_out`` and ``scratch`` hold one slice per thread (plan
  * sizes). ``pj`` (or NULL): a 1x1 convolution on the depthwise output, fused too. */
 static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
@@ -215,15 +251,9 @@ static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
         d = &whole;
     }
     const spmm_args *band_pj = plan.project_bands ? pj : NULL;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && items > 1)
-#endif
-    for (int item = 0; item < items; ++item) {
-        const int t = thread_index();
-        fused_item(spmm, dw, e, g, d, band_pj, &plan, item, buffers + plan.buffer_floats * t,
-                   cols + plan.cols_floats * t, dw_out + (band_pj ? plan.dw_floats * t : 0),
-                   scratch + scratch_floats * t);
-    }
+    fused_job job = {spmm, dw, e, g, d, band_pj, &plan, buffers, cols, dw_out, scratch,
+                     scratch_floats};
+    pool_run(fused_job_item, &job, items, threads);
     if (pj && !plan.project_bands) {
         spmm_args q = *pj;
         q.x = dw_out;

@@ -29,7 +29,7 @@ typedef struct {
      * a fused layer writes a block of rows and columns into a buffer of its own). */
     int y_row0, y_col0, ldy;
     int ldr; /* floats between residual rows (n unless a fused layer says otherwise) */
-    float *strip; /* CSR strips: this thread's copy of X's current strip (set by spmm_range) */
+    float *strip; /* strips: this thread's copy of X's current strip (set by spmm_range) */
 } spmm_args;
 
 #define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
@@ -61,7 +61,7 @@ static float *take_scratch(size_t count) {
     return thread_scratch;
 }
 
-/* The calling thread's buffer for CSR strips of X (K x strip width, 64-byte aligned), kept and
+/* The calling thread's buffer for strips of X (K x strip width, 64-byte aligned), kept and
  * grown like thread_scratch but apart from it: fused layers run the product while their
  * depthwise scratch is in use. NULL when out of memory (the caller runs tiles in place). */
 static __thread float *strip_buffer = NULL;
@@ -205,7 +205,8 @@ static void spmm_item(void *ctx, int t, int thread) {
         if (n0 < n1) job->fn(a, 0, job->mblocks, n0, n1);
     } else {
         int b0 = balanced_row(a, job->mblocks, t, job->items);
-        int b1 = t == job->items - 1 ? job->mblocks : balanced_row(a, job->mblocks, t + 1, job->items);
+        int b1 = t == job->items - 1 ? job->mblocks
+                                     : balanced_row(a, job->mblocks, t + 1, job->items);
         if (b0 < b1) job->fn(a, b0, b1, 0, a->n);
     }
 }

@@ -180,7 +180,7 @@ typedef struct {
 static const ISA(tile_set) ISA(csr_tiles) = {
     {NULL, ISA(tile_1x1_1), ISA(tile_1x1_2), ISA(tile_1x1_3), ISA(tile_1x1_4), ISA(tile_1x1_5),
      ISA(tile_1x1_6), ISA(tile_1x1_7), ISA(tile_1x1_8)},
-    CSR_NV, ISA(scalar_1x1)};
+    CSR_NV, ISA(scalar_1x1), 0};
 static const ISA(tile_set) ISA(csr_strips) = {
     {NULL, ISA(strip_1), ISA(strip_2), ISA(strip_3), ISA(strip_4)}, CSR_STRIP_NV, ISA(scalar_1x1),
     CSR_STRIP_MIN_REUSE};
@@ -188,10 +188,10 @@ static const ISA(tile_set) ISA(b41_strips) = {
     {NULL, ISA(strip_4x1_1), ISA(strip_4x1_2), ISA(strip_4x1_3)}, B41_STRIP_NV, ISA(scalar_4x1),
     B41_STRIP_MIN_REUSE};
 static const ISA(tile_set) ISA(b41_tiles) = {
-    {NULL, ISA(tile_4x1_1), ISA(tile_4x1_2), ISA(tile_4x1_3)}, B41_NV, ISA(scalar_4x1)};
-static const ISA(tile_set) ISA(b81_tiles) = {{NULL, ISA(tile_8x1_1)}, B81_NV, ISA(scalar_8x1)};
+    {NULL, ISA(tile_4x1_1), ISA(tile_4x1_2), ISA(tile_4x1_3)}, B41_NV, ISA(scalar_4x1), 0};
+static const ISA(tile_set) ISA(b81_tiles) = {{NULL, ISA(tile_8x1_1)}, B81_NV, ISA(scalar_8x1), 0};
 static const ISA(tile_set) ISA(b44_tiles) = {
-    {NULL, ISA(tile_4x4_1), ISA(tile_4x4_2)}, B44_NV, ISA(scalar_4x4)};
+    {NULL, ISA(tile_4x4_1), ISA(tile_4x4_2)}, B44_NV, ISA(scalar_4x4), 0};
 
 /* X columns per panel: a panel of X (K rows) stays within about half of a 512 KiB L2. */
 #define PANEL_BYTES (256 * 1024)

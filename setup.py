@@ -16,7 +16,7 @@ from setuptools import Extension, setup
 CSRC = os.path.join("workers", "runtime", "csrc")
 HEADERS = [
     "vec_impl.h", "spmm_impl.h", "strips_impl.h", "depthwise_impl.h", "vec_end.h", "fused.h",
-    "thread_pool.h",
+    "thread_pool.h", "dw3x3_s2.h", "depthwise_general.h",
 ]  # fmt: skip
 
 

@@ -223,20 +223,29 @@ static int ISA(dw3x3_direct_ok)(const depthwise_args *a) {
         *(V8FU *)(d + pos) = ISA(clip8)(acc, lo, hi);                                            \
     } while (0)
 
+/* Locals of the in-place paths (here and dw3x3_s2.h): geometry, the nine taps, bias, zero. */
+#define DW3_DIRECT_LOCALS(a, k, b)                                                               \
+    const int w = (a)->w, h = (a)->h, ow = (a)->ow, pt = (a)->pt;                                \
+    const float lo = (a)->lo, hi = (a)->hi;                                                      \
+    const V8F t0 = SPLAT((k)[0]), t1 = SPLAT((k)[1]), t2 = SPLAT((k)[2]);                        \
+    const V8F t3 = SPLAT((k)[3]), t4 = SPLAT((k)[4]), t5 = SPLAT((k)[5]);                        \
+    const V8F t6 = SPLAT((k)[6]), t7 = SPLAT((k)[7]), t8 = SPLAT((k)[8]);                        \
+    const V8F bias = SPLAT(b), zero = SPLAT(0.0f)
+
+/* Input rows first, first + 1, first + 2 of the plane, or the row of zeros outside it. */
+#define DW3_DIRECT_INPUT_ROWS(first)                                                             \
+    const float *rows[3];                                                                        \
+    for (int ki = 0; ki < 3; ++ki) {                                                             \
+        const int r = (first) + ki;                                                              \
+        rows[ki] = r >= 0 && r < h ? src + (size_t)r * w : zeros;                                \
+    }                                                                                            \
+    const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2]
+
 static void ISA(dw3x3_rows_direct)(const depthwise_args *a, const float *src, const float *zeros,
                                    const float *k, float b, float *dst) {
-    const int w = a->w, h = a->h, ow = a->ow, pt = a->pt;
-    const float lo = a->lo, hi = a->hi;
-    const V8F t0 = SPLAT(k[0]), t1 = SPLAT(k[1]), t2 = SPLAT(k[2]), t3 = SPLAT(k[3]);
-    const V8F t4 = SPLAT(k[4]), t5 = SPLAT(k[5]), t6 = SPLAT(k[6]), t7 = SPLAT(k[7]);
-    const V8F t8 = SPLAT(k[8]), bias = SPLAT(b), zero = SPLAT(0.0f);
+    DW3_DIRECT_LOCALS(a, k, b);
     for (int i = 0; i < a->oh; ++i) {
-        const float *rows[3];
-        for (int ki = 0; ki < 3; ++ki) {
-            const int r = i - pt + ki;
-            rows[ki] = r >= 0 && r < h ? src + (size_t)r * w : zeros;
-        }
-        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+        DW3_DIRECT_INPUT_ROWS(i - pt);
         float *d = dst + (size_t)i * ow;
         DW3_DIRECT_VECTOR(0, -1);
         /* Inside vectors at VEC_FLOATS, 2 VEC_FLOATS, ... before the last vector's start: they
@@ -250,6 +259,8 @@ static void ISA(dw3x3_rows_direct)(const depthwise_args *a, const float *src, co
 
 #undef DW3_DIRECT_VECTOR
 #undef DW3_DIRECT_ROW
+#undef DW3_DIRECT_LOCALS
+#undef DW3_DIRECT_INPUT_ROWS
 #undef SHIFT_IN_LEFT
 #undef SHIFT_IN_RIGHT
 

@@ -30,18 +30,9 @@ static int ISA(dw3x3_s2_direct_ok)(const depthwise_args *a) {
 
 static void ISA(dw3x3_rows_s2_direct)(const depthwise_args *a, const float *src,
                                       const float *zeros, const float *k, float b, float *dst) {
-    const int w = a->w, h = a->h, ow = a->ow, pt = a->pt;
-    const float lo = a->lo, hi = a->hi;
-    const V8F t0 = SPLAT(k[0]), t1 = SPLAT(k[1]), t2 = SPLAT(k[2]), t3 = SPLAT(k[3]);
-    const V8F t4 = SPLAT(k[4]), t5 = SPLAT(k[5]), t6 = SPLAT(k[6]), t7 = SPLAT(k[7]);
-    const V8F t8 = SPLAT(k[8]), bias = SPLAT(b), zero = SPLAT(0.0f);
+    DW3_DIRECT_LOCALS(a, k, b);
     for (int i = 0; i < a->oh; ++i) {
-        const float *rows[3];
-        for (int ki = 0; ki < 3; ++ki) {
-            const int r = 2 * i - pt + ki;
-            rows[ki] = r >= 0 && r < h ? src + (size_t)r * w : zeros;
-        }
-        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+        DW3_DIRECT_INPUT_ROWS(2 * i - pt);
         float *d = dst + (size_t)i * ow;
         /* Output vectors at 0, VEC_FLOATS, ... and a last one ending at ow (it may recompute a
          * few outputs, with the same values): the stride-1 vectors at 2j and 2j + VEC_FLOATS.

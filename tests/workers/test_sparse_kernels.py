@@ -201,7 +201,7 @@ def test_fused_residual_and_workspace_reuse() -> None:
 @pytest.mark.parametrize(
     "pads", [(1, 1, 1, 1), (0, 0, 0, 0), (0, 1, 1, 0), (1, 0, 0, 1), (0, 1, 2, 1), (2, 1, 0, 1)]
 )
-@pytest.mark.parametrize("width", [1, 3, 7, 8, 9, 14, 16, 17, 28, 31, 33, 56, 113])
+@pytest.mark.parametrize("width", [1, 3, 6, 7, 8, 9, 10, 12, 14, 16, 17, 28, 31, 33, 56, 113])
 def test_depthwise_3x3_fast_path_widths_strides_pads(isa: str, stride: int, pads, width) -> None:
     """The 3x3 paths: rows narrower than a vector, remainder groups, odd left padding, and
     same-padded stride-1 rows read in place (pads (*, 1, *, 1)), with uneven top/bottom."""

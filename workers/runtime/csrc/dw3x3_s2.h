@@ -1,13 +1,14 @@
 /* 3x3 depthwise, stride 2, one column of padding on the left, w = 2 * ow (MobileNet's stride-2
  * layers): no padded copy. Output column j of row i is the stride-1 output at column 2j of input
  * row 2i - pt + 1, so each output vector is two stride-1 vectors (the direct path's, at columns
- * 2j and 2j + VEC_FLOATS) with their even lanes kept. That is twice the multiply-adds of stride 2,
+ * 2j and 2j + VEC_FLOATS) with their even lanes kept (rows shorter than 2 VEC_FLOATS: the row's
+ * two end vectors, their even columns picked one by one). That is twice the multiply-adds of stride 2,
  * but the stride-1 vectors run at ~4x the rate of the even/odd column pass plus its taps
  * (bench/results/strips_epyc_2cores.md: 96@112 5.7 -> 9 GMAC/s counted at stride 2).
  * Included by depthwise_impl.h inside the direct path's section (its macros are in scope). */
 
 static int ISA(dw3x3_s2_direct_ok)(const depthwise_args *a) {
-    return a->sh == 2 && a->sw == 2 && a->pl == 1 && a->w == 2 * a->ow && a->ow >= VEC_FLOATS;
+    return a->sh == 2 && a->sw == 2 && a->pl == 1 && a->w == 2 * a->ow && a->w > VEC_FLOATS;
 }
 
 /* The stride-1 vector at column ``at`` of rows r0..r2 (edge -1 first, +1 last, 0 inside), one
@@ -40,6 +41,14 @@ static void ISA(dw3x3_rows_s2_direct)(const depthwise_args *a, const float *src,
          * the loop between has no edge cases (GCC splits FMAs around branches otherwise). */
         V8F first, second;
         DW3_S1_VECTOR(first, 0, -1);
+        if (ow < VEC_FLOATS) { /* 7x7 outputs: one row of stride 1 is the row's two end vectors */
+            float lanes[2 * VEC_FLOATS];
+            DW3_S1_VECTOR(second, w - VEC_FLOATS, 1);
+            *(V8FU *)lanes = first;
+            *(V8FU *)(lanes + w - VEC_FLOATS) = second; /* the same values where they overlap */
+            for (int j = 0; j < ow; ++j) d[j] = ISA(clip1)(lanes[2 * j], lo, hi);
+            continue;
+        }
         if (ow == VEC_FLOATS) {
             DW3_S1_VECTOR(second, VEC_FLOATS, 1);
             *(V8FU *)d = ISA(clip8)(ISA(half_lanes)(first, second, 0), lo, hi);

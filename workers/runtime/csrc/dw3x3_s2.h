@@ -1,10 +1,11 @@
 /* 3x3 depthwise, stride 2, one column of padding on the left, w = 2 * ow (MobileNet's stride-2
  * layers): no padded copy. Output column j of row i is the stride-1 output at column 2j of input
  * row 2i - pt + 1, so each output vector is two stride-1 vectors (the direct path's, at columns
- * 2j and 2j + VEC_FLOATS) with their even lanes kept (rows shorter than 2 VEC_FLOATS: the row's
- * two end vectors, their even columns picked one by one). That is twice the multiply-adds of stride 2,
- * but the stride-1 vectors run at ~4x the rate of the even/odd column pass plus its taps
- * (bench/results/strips_epyc_2cores.md: 96@112 5.7 -> 9 GMAC/s counted at stride 2).
+ * 2j and 2j + VEC_FLOATS) with their even lanes kept; rows shorter than 2 VEC_FLOATS take the
+ * row's two end vectors and pick their even columns one by one. Twice the multiply-adds of
+ * stride 2, but without the even/odd column pass, which took ~40% of the time at 112x112, and
+ * faster per output than its taps (bench/results/strips_epyc_2cores.md: 96@112 8.2 -> 11.5,
+ * 16@56 6.4 -> 9.8, 32@28 4.3 -> 7.5, 96@14 1.5 -> 2.4 GMAC/s counted at stride 2).
  * Included by depthwise_impl.h inside the direct path's section (its macros are in scope). */
 
 static int ISA(dw3x3_s2_direct_ok)(const depthwise_args *a) {

@@ -115,7 +115,11 @@ static int is_pointwise(const conv_geometry *g) {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
 }
 
-#define FUSED_BAND_BYTES (320 * 1024)
+/* Bytes a band's rows may take. Twice the 512 KiB L2: each band recomputes the first
+ * convolution's halo rows, and on the EPYC those cost more than a band spilling to L3 (MobileNetV2
+ * at 90% 4x1, 1 thread: 320 KiB 3.67-3.81 ms, 640 KiB 3.58, 1 MiB 3.49-3.59, 2 MiB 3.46-3.61,
+ * whole images 3.76 with the stem slowest; bench/results/strips_epyc_2cores.md). */
+#define FUSED_BAND_BYTES (1024 * 1024)
 #define FUSED_SMALL_MAP 256 /* output pixels */
 
 typedef struct {

@@ -3,56 +3,21 @@ channel norms under spa, the kept-channel gather of surgery under onnx_graph).
 
 Metadata is in pyproject.toml; this file only declares C extensions, which setuptools compiles
 on install with the local compiler (never fetched prebuilt). The kernels pick AVX2/FMA or a
-portable path at run time, so the build itself uses no -march flag; OpenMP is used when the
-compiler accepts -fopenmp and otherwise the kernels build single-threaded.
+portable path at run time, so the build itself uses no -march flag; their threads are a pthreads
+pool of their own (workers/runtime/csrc/thread_pool.h), not OpenMP.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 
 from setuptools import Extension, setup
-from setuptools.command.build_ext import build_ext
 
 CSRC = os.path.join("workers", "runtime", "csrc")
-HEADERS = ["vec_impl.h", "spmm_impl.h", "depthwise_impl.h", "vec_end.h", "fused.h"]
-
-
-def _compiler_accepts(compiler: list[str], flags: list[str]) -> bool:
-    """True when the C compiler builds and links a tiny OpenMP program with these flags."""
-    source = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "probe.c")
-        with open(path, "w") as handle:
-            handle.write(source)
-        cmd = [*compiler, path, "-o", os.path.join(tmp, "probe"), *flags]
-        try:
-            return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
-        except OSError:
-            return False
-
-
-class BuildSparseKernels(build_ext):
-    """Adds OpenMP flags only where the compiler supports them."""
-
-    def build_extensions(self) -> None:
-        compiler = list(getattr(self.compiler, "compiler_so", None) or ["cc"])
-        use_openmp = os.environ.get("SPARSEARCH_NO_OPENMP") != "1" and _compiler_accepts(
-            compiler[:1], ["-fopenmp"]
-        )
-        if not use_openmp:
-            print(
-                "sparsearch: building sparse kernels without OpenMP (single-threaded)",
-                file=sys.stderr,
-            )
-        for ext in self.extensions:
-            if use_openmp:
-                ext.extra_compile_args = [*ext.extra_compile_args, "-fopenmp"]
-                ext.extra_link_args = [*ext.extra_link_args, "-fopenmp"]
-        super().build_extensions()
+HEADERS = [
+    "vec_impl.h", "spmm_impl.h", "strips_impl.h", "depthwise_impl.h", "vec_end.h", "fused.h",
+    "thread_pool.h", "dw3x3_s2.h", "depthwise_general.h",
+]  # fmt: skip
 
 
 ext_modules = [
@@ -66,7 +31,9 @@ ext_modules = [
             "-ffp-contract=fast",
             "-fno-math-errno",
             "-Wno-psabi",
+            "-pthread",
         ],
+        extra_link_args=["-pthread"],
     ),
     Extension(
         "spa._channel_norms",
@@ -83,4 +50,4 @@ ext_modules = [
     ),
 ]
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildSparseKernels})
+setup(ext_modules=ext_modules)

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# Read by every OpenMP runtime in the process (torch's and the kernels') when it loads: idle
+# Read by torch's OpenMP runtime when it loads (the kernels have a pool of their own): idle
 # threads spin ~tens of microseconds, not ~milliseconds, so alternating runners with separate
 # thread pools do not take each other's cores.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")

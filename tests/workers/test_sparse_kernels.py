@@ -201,7 +201,7 @@ def test_fused_residual_and_workspace_reuse() -> None:
 @pytest.mark.parametrize(
     "pads", [(1, 1, 1, 1), (0, 0, 0, 0), (0, 1, 1, 0), (1, 0, 0, 1), (0, 1, 2, 1), (2, 1, 0, 1)]
 )
-@pytest.mark.parametrize("width", [1, 3, 7, 8, 9, 14, 16, 17, 28, 31, 33, 56, 113])
+@pytest.mark.parametrize("width", [1, 3, 6, 7, 8, 9, 10, 12, 14, 16, 17, 28, 31, 33, 56, 113])
 def test_depthwise_3x3_fast_path_widths_strides_pads(isa: str, stride: int, pads, width) -> None:
     """The 3x3 paths: rows narrower than a vector, remainder groups, odd left padding, and
     same-padded stride-1 rows read in place (pads (*, 1, *, 1)), with uneven top/bottom."""
@@ -306,6 +306,31 @@ def test_every_column_count_splits_into_tiles_exactly(fmt: str, isa: str) -> Non
         for threads in (1, 2):
             y = kernels.spmm(packed, x, threads=threads, isa=isa)  # type: ignore[arg-type]
             np.testing.assert_allclose(y, _reference(w, x, None, None), atol=1e-4, err_msg=str(n))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "4x1"])
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m,k", [(1, 3), (5, 40), (40, 5), (70, 33)])
+def test_strips_and_in_place_tiles_agree_with_dense(
+    fmt: str, isa: str, threads: int, m: int, k: int
+) -> None:
+    """CSR and 4x1 copy X in strips when rows reuse it enough (2 and 24 weights per row of X)
+    and run in place otherwise: densities on both sides of that switch, empty rows, residual,
+    odd widths, a last block row with missing rows (m = 5, 70)."""
+    rng = np.random.default_rng(m * 1000 + k)
+    for density in (0.02, 0.3, 1.0):
+        w = (rng.standard_normal((m, k)) * (rng.random((m, k)) < density)).astype(np.float32)
+        w[::9] = 0.0  # empty rows (and empty 4x1 block rows where 4 in a row are empty)
+        w[8:16] = 0.0
+        packed = pack(w, fmt)
+        for n in (5, 8, 31, 33, 64, 100, 257):
+            x = rng.standard_normal((k, n)).astype(np.float32)
+            residual = rng.standard_normal((m, n)).astype(np.float32)
+            bias = rng.standard_normal(m).astype(np.float32)
+            y = kernels.spmm(packed, x, bias, (-1.0, 2.0), threads, isa, residual=residual)  # type: ignore[arg-type]
+            expected = np.clip(_reference(w, x, bias, None) + residual, -1.0, 2.0)
+            np.testing.assert_allclose(y, expected, atol=1e-4, err_msg=f"{density} {n}")
 
 
 def test_workspace_arrays_are_64_byte_aligned() -> None:

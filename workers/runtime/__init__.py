@@ -35,6 +35,7 @@ _LAZY = {
     "plan_depthwise_conv2d": "workers.runtime.depthwise_kernels",
     "plan_sparse_conv2d": "workers.runtime.kernels",
     "plan_sparse_linear": "workers.runtime.kernels",
+    "set_thread_spin": "workers.runtime.kernels",
 }
 
 __all__ = sorted(_LAZY)

@@ -15,10 +15,6 @@ import numpy as np
 
 from workers.runtime.sparse_formats import SparseMatrix
 
-# libgomp reads this when the extension loads: spin briefly (~tens of microseconds) between
-# layers instead of the default ~0.3 s, so idle kernel threads do not starve onnxruntime's.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-
 try:
     from workers.runtime import _sparse_kernels as _ext  # type: ignore[attr-defined]
 except ImportError as error:  # pragma: no cover - depends on the build
@@ -44,6 +40,17 @@ def extension() -> Any:
 def build_info() -> dict[str, bool]:
     """What the extension was built with and what this CPU supports."""
     return {key: bool(value) for key, value in _ext.build_info().items()}
+
+
+def set_thread_spin(microseconds: int) -> int:
+    """Set how long the kernels' idle pool threads spin before sleeping; returns the old value.
+
+    After a parallel call each worker spins (yielding its core to any other runnable thread)
+    for this long, then sleeps: a call within the spin finds it awake, one after it waits for a
+    wake-up (~0.5 ms on a VM whose idle vCPU halts). Default 300, or the environment variable
+    ``SPARSEARCH_SPIN_US`` read when the first parallel call starts; 0 sleeps at once.
+    """
+    return int(_ext.set_thread_spin(int(microseconds)))
 
 
 def resolve_isa_code(isa: Isa | None) -> int:
@@ -122,7 +129,8 @@ def spmm(
         x: float32 (K, N) or (B, K, N); N is the axis the kernel vectorises (pixels, tokens).
         bias: optional (M,) added before the activation.
         clip: fused activation bounds, (0, inf) for Relu, (0, 6) for Relu6; None for identity.
-        threads: OpenMP threads (1 = no parallel region).
+        threads: threads from the kernels' pool (1 = the calling thread only; see
+            :func:`set_thread_spin`).
         isa: "auto", "avx2" (used only when the CPU supports it) or "portable".
         out: optional float32 C-contiguous output to write into.
         residual: optional tensor of the output's shape added before the activation (a fused

@@ -54,9 +54,16 @@ static void im2col_stride2_rows(const float *x, float *out, int ch, int ki, int 
             continue;
         }
         const float *s = x + ((size_t)ch * h + ih) * w;
-        for (int t = 0; t < half; ++t) {
+        /* Whole pairs first, with no test in the loop: GCC vectorises it (the stem's im2col
+         * per band: 0.81 -> 0.67 ms for MobileNetV2's first block). */
+        const int pairs = w / 2;
+        for (int t = 0; t < pairs; ++t) {
             even[margin + t] = s[2 * t];
-            odd[margin + t] = 2 * t + 1 < w ? s[2 * t + 1] : 0.0f;
+            odd[margin + t] = s[2 * t + 1];
+        }
+        if (w % 2) {
+            even[margin + pairs] = s[w - 1];
+            odd[margin + pairs] = 0.0f;
         }
         for (int kj = 0; kj < kw; ++kj) {
             const int off = kj - pl, q = off >= 0 ? off / 2 : -((-off + 1) / 2);
@@ -67,21 +74,35 @@ static void im2col_stride2_rows(const float *x, float *out, int ch, int ki, int 
     free(even);
 }
 
+typedef struct {
+    const float *x;
+    float *out;
+    int c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, stride2, rows, items;
+} im2col_job;
+
+/* Item ``item`` of an im2col call: its share of the rows (stride 2: of the kernel rows). */
+static void im2col_item(void *ctx, int item, int thread) {
+    const im2col_job *j = ctx;
+    (void)thread;
+    const int r0 = (int)((long)j->rows * item / j->items);
+    const int r1 = (int)((long)j->rows * (item + 1) / j->items);
+    for (int r = r0; r < r1; ++r) {
+        if (j->stride2)
+            im2col_stride2_rows(j->x, j->out, r / j->kh, r % j->kh, j->h, j->w, j->kh, j->kw,
+                                j->sh, j->pt, j->pl, j->dh, j->oh, j->ow);
+        else
+            im2col_row(j->x, j->out, r / (j->kh * j->kw), r / j->kw % j->kh, r % j->kw, j->h,
+                       j->w, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl, j->dh, j->dw, j->oh, j->ow);
+    }
+}
+
 /* im2col for one image: rows are (channel, kernel row, kernel column), columns output pixels. */
 static void im2col(const float *x, float *out, int c, int h, int w, int kh, int kw, int sh,
                    int sw, int pt, int pl, int dh, int dw, int oh, int ow, int threads) {
-    const int stride2 = sw == 2 && dw == 1, items = stride2 ? c * kh : c * kh * kw;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (int item = 0; item < items; ++item) {
-        if (stride2)
-            im2col_stride2_rows(x, out, item / kh, item % kh, h, w, kh, kw, sh, pt, pl, dh, oh, ow);
-        else
-            im2col_row(x, out, item / (kh * kw), item / kw % kh, item % kw, h, w, kh, kw, sh, sw,
-                       pt, pl, dh, dw, oh, ow);
-    }
-    (void)threads;
+    const int stride2 = sw == 2 && dw == 1, rows = stride2 ? c * kh : c * kh * kw;
+    im2col_job job = {x, out, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, stride2, rows,
+                      items_for(rows, threads)};
+    pool_run(im2col_item, &job, job.items, threads);
 }
 
 /* Geometry of the first convolution over an image of c x h x w; 1x1 unit stride unpadded runs
@@ -94,7 +115,11 @@ static int is_pointwise(const conv_geometry *g) {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0;
 }
 
-#define FUSED_BAND_BYTES (320 * 1024)
+/* Bytes a band's rows may take. Twice the 512 KiB L2: each band recomputes the first
+ * convolution's halo rows, and on the EPYC those cost more than a band spilling to L3 (MobileNetV2
+ * at 90% 4x1, 1 thread: 320 KiB 3.67-3.81 ms, 640 KiB 3.58, 1 MiB 3.49-3.59, 2 MiB 3.46-3.61,
+ * whole images 3.76 with the stem slowest; bench/results/strips_epyc_2cores.md). */
+#define FUSED_BAND_BYTES (1024 * 1024)
 #define FUSED_SMALL_MAP 256 /* output pixels */
 
 typedef struct {
@@ -200,6 +225,28 @@ static void fused_item(range_fn spmm, planes_fn dw, const spmm_args *e, const co
     }
 }
 
+typedef struct {
+    range_fn spmm;
+    planes_fn dw;
+    const spmm_args *e;
+    const conv_geometry *g;
+    const depthwise_args *d;
+    const spmm_args *band_pj;
+    const fused_plan *plan;
+    float *buffers, *cols, *dw_out, *scratch;
+    size_t scratch_floats;
+} fused_job;
+
+/* Item ``item`` of a fused call on thread ``t``'s slices of the buffers. */
+static void fused_job_item(void *ctx, int item, int t) {
+    const fused_job *j = ctx;
+    const fused_plan *plan = j->plan;
+    fused_item(j->spmm, j->dw, j->e, j->g, j->d, j->band_pj, plan, item,
+               j->buffers + plan->buffer_floats * t, j->cols + plan->cols_floats * t,
+               j->dw_out + (j->band_pj ? plan->dw_floats * t : 0),
+               j->scratch + j->scratch_floats * t);
+}
+
 /* One image; ``buffers``, ``cols``, ``dw_out`` and ``scratch`` hold one slice per thread (plan
  * sizes). ``pj`` (or NULL): a 1x1 convolution on the depthwise output, fused too. */
 static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
@@ -215,15 +262,9 @@ static void conv_depthwise(range_fn spmm, planes_fn dw, const spmm_args *e,
         d = &whole;
     }
     const spmm_args *band_pj = plan.project_bands ? pj : NULL;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && items > 1)
-#endif
-    for (int item = 0; item < items; ++item) {
-        const int t = thread_index();
-        fused_item(spmm, dw, e, g, d, band_pj, &plan, item, buffers + plan.buffer_floats * t,
-                   cols + plan.cols_floats * t, dw_out + (band_pj ? plan.dw_floats * t : 0),
-                   scratch + scratch_floats * t);
-    }
+    fused_job job = {spmm, dw, e, g, d, band_pj, &plan, buffers, cols, dw_out, scratch,
+                     scratch_floats};
+    pool_run(fused_job_item, &job, items, threads);
     if (pj && !plan.project_bands) {
         spmm_args q = *pj;
         q.x = dw_out;

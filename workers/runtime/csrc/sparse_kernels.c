@@ -1,17 +1,15 @@
-/* CPython extension: sparse x dense kernels with run-time AVX2/FMA dispatch and OpenMP threads.
+/* CPython extension: sparse x dense kernels with run-time AVX2/FMA dispatch and a thread pool.
  *
  * Python passes plain buffers (no NumPy headers are needed to build), so the extension compiles
  * with nothing but the local C compiler.  The kernel bodies live in spmm_impl.h and are compiled
- * twice: once for AVX2+FMA (selected only when the CPU reports both) and once portable.
+ * twice: once for AVX2+FMA (selected only when the CPU reports both) and once portable. Threads
+ * come from the pool in thread_pool.h.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #ifdef __x86_64__
 #include <immintrin.h>
 #endif
@@ -31,6 +29,7 @@ typedef struct {
      * a fused layer writes a block of rows and columns into a buffer of its own). */
     int y_row0, y_col0, ldy;
     int ldr; /* floats between residual rows (n unless a fused layer says otherwise) */
+    float *strip; /* strips: this thread's copy of X's current strip (set by spmm_range) */
 } spmm_args;
 
 #define DEPTHWISE_MAX_TAPS 49 /* up to 7x7 filters */
@@ -60,6 +59,23 @@ static float *take_scratch(size_t count) {
         thread_scratch_floats = count;
     }
     return thread_scratch;
+}
+
+/* The calling thread's buffer for strips of X (K x strip width, 64-byte aligned), kept and
+ * grown like thread_scratch but apart from it: fused layers run the product while their
+ * depthwise scratch is in use. NULL when out of memory (the caller runs tiles in place). */
+static __thread float *strip_buffer = NULL;
+static __thread size_t strip_buffer_floats = 0;
+
+static float *take_strip_buffer(size_t count) {
+    if (count > strip_buffer_floats) {
+        void *memory = NULL;
+        if (posix_memalign(&memory, 64, sizeof(float) * count) != 0) return NULL;
+        free(strip_buffer);
+        strip_buffer = memory;
+        strip_buffer_floats = count;
+    }
+    return strip_buffer;
 }
 
 /* Zeroes the first ``zeroed`` floats of each of ``slices`` slices ``stride`` floats apart. */
@@ -159,50 +175,56 @@ static int balanced_row(const spmm_args *a, int mblocks, int t, int nt) {
     return lo;
 }
 
-/* This OpenMP thread's number inside a parallel region (0 without OpenMP). */
-static inline int thread_index(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
+#include "thread_pool.h"
 
-/* Work items per thread in a parallel call, taken first come first served: a thread whose core
- * was asleep (an idle vCPU of a VM halts, and waking it took ~0.5 ms here, longer than a whole
- * layer) starts late, and the threads already running take its items meanwhile, so a late
- * start costs at most the one item in hand instead of the late thread's whole half. */
+/* Work items per thread for the depthwise and fused calls, taken first come first served (see
+ * thread_pool.h): a thread that starts late or runs slow costs at most the item in hand. */
 #define ITEMS_PER_THREAD 4
 
-/* Split the columns when every thread gets several full-width tiles (weights shared, X strips
- * private); otherwise split the block rows by stored blocks, so each item runs the same tile
- * sequence as one thread would, on its share of the weights. */
+/* Items for ``units`` units of work (planes, rows) on ``threads`` threads. */
+static int items_for(Py_ssize_t units, int threads) {
+    const Py_ssize_t most = threads > 1 ? (Py_ssize_t)threads * ITEMS_PER_THREAD : 1;
+    return (int)(units < most ? units : most);
+}
+
+typedef struct {
+    range_fn fn;
+    const spmm_args *a;
+    int split_cols, items, mblocks, col_groups;
+} spmm_job;
+
+/* Item t of a product split by columns (groups of 8) or by block rows balanced by stored blocks. */
+static void spmm_item(void *ctx, int t, int thread) {
+    const spmm_job *job = ctx;
+    const spmm_args *a = job->a;
+    (void)thread;
+    if (job->split_cols) {
+        int g0 = (int)((long)job->col_groups * t / job->items);
+        int g1 = (int)((long)job->col_groups * (t + 1) / job->items);
+        int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
+        if (n0 < n1) job->fn(a, 0, job->mblocks, n0, n1);
+    } else {
+        int b0 = balanced_row(a, job->mblocks, t, job->items);
+        int b1 = t == job->items - 1 ? job->mblocks
+                                     : balanced_row(a, job->mblocks, t + 1, job->items);
+        if (b0 < b1) job->fn(a, b0, b1, 0, a->n);
+    }
+}
+
+/* One contiguous share per thread: the columns when every thread gets several full-width tiles
+ * (weights shared, X strips private), else the block rows balanced by stored blocks, so each
+ * share runs the same tile sequence as one thread would and copies X's strips once (strips:
+ * finer row items would each copy all of X). */
 static void run_threads(range_fn fn, const spmm_args *a, int threads) {
-    int mblocks = (a->m + a->block_rows - 1) / a->block_rows;
-    int col_groups = (a->n + 7) / 8;
-    if (threads <= 1 || (mblocks < 2 && col_groups < 2)) {
-        fn(a, 0, mblocks, 0, a->n);
+    spmm_job job = {fn, a, 0, threads, (a->m + a->block_rows - 1) / a->block_rows, (a->n + 7) / 8};
+    if (threads <= 1 || (job.mblocks < 2 && job.col_groups < 2)) {
+        fn(a, 0, job.mblocks, 0, a->n);
         return;
     }
-    int split_cols = a->n >= threads * COLUMNS_PER_THREAD || mblocks < 2 * threads;
-    int items = threads * ITEMS_PER_THREAD, units = split_cols ? col_groups : mblocks;
-    if (items > units) items = units;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-#endif
-    for (int t = 0; t < items; ++t) {
-        if (split_cols) {
-            int g0 = (int)((long)col_groups * t / items);
-            int g1 = (int)((long)col_groups * (t + 1) / items);
-            int n0 = g0 * 8, n1 = g1 * 8 < a->n ? g1 * 8 : a->n;
-            if (n0 < n1) fn(a, 0, mblocks, n0, n1);
-        } else {
-            int b0 = balanced_row(a, mblocks, t, items);
-            int b1 = balanced_row(a, mblocks, t + 1, items);
-            if (t == items - 1) b1 = mblocks;
-            if (b0 < b1) fn(a, b0, b1, 0, a->n);
-        }
-    }
+    job.split_cols = a->n >= threads * COLUMNS_PER_THREAD || job.mblocks < 2 * threads;
+    const int units = job.split_cols ? job.col_groups : job.mblocks;
+    if (job.items > units) job.items = units;
+    pool_run(spmm_item, &job, job.items, threads);
 }
 
 #include "fused.h"
@@ -327,6 +349,23 @@ static PyObject *py_spmm(PyObject *self, PyObject *args) {
     return PyLong_FromLong(chosen);
 }
 
+typedef struct {
+    planes_fn fn;
+    const depthwise_args *a;
+    Py_ssize_t planes;
+    int items;
+    float *scratch;
+    size_t scratch_floats;
+} depthwise_job;
+
+/* Item ``item`` of a depthwise call: its share of the planes, on this thread's scratch slice. */
+static void depthwise_item(void *ctx, int item, int thread) {
+    const depthwise_job *job = ctx;
+    const int p0 = (int)(job->planes * item / job->items);
+    const int p1 = (int)(job->planes * (item + 1) / job->items);
+    job->fn(job->a, p0, p1, job->scratch + job->scratch_floats * thread);
+}
+
 static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     PyObject *x_o, *w_o, *bias_o, *y_o;
     int batch, threads, isa;
@@ -354,17 +393,9 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     zero_slices(scratch, threads, scratch_floats, FOR_ISA(depthwise_zeroed, chosen)(&a));
+    depthwise_job job = {fn, &a, planes, items_for(planes, threads), scratch, scratch_floats};
     Py_BEGIN_ALLOW_THREADS
-    const int items = threads > 1 ? (int)(planes < threads * ITEMS_PER_THREAD
-                                              ? planes : threads * ITEMS_PER_THREAD) : 1;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
-#endif
-    for (int item = 0; item < items; ++item) {
-        const int t = thread_index();
-        const int p0 = (int)(planes * item / items), p1 = (int)(planes * (item + 1) / items);
-        fn(&a, p0, p1, scratch + scratch_floats * t);
-    }
+    pool_run(depthwise_item, &job, job.items, threads);
     Py_END_ALLOW_THREADS
     release_all(&s);
     return PyLong_FromLong(chosen);
@@ -516,18 +547,33 @@ static PyObject *py_average_pool(PyObject *self, PyObject *args) {
 static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-#ifdef _OPENMP
-    int openmp = 1;
-#else
-    int openmp = 0;
-#endif
 #ifdef HAVE_AVX2_BUILD
     int avx2_built = 1;
 #else
     int avx2_built = 0;
 #endif
-    return Py_BuildValue("{s:i,s:i,s:i}", "openmp", openmp, "avx2_fma_compiled", avx2_built,
+    return Py_BuildValue("{s:i,s:i,s:i}", "thread_pool", 1, "avx2_fma_compiled", avx2_built,
                          "cpu_avx2_fma", cpu_has_avx2_fma());
+}
+
+static PyObject *py_set_thread_spin(PyObject *self, PyObject *args) {
+    int microseconds;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &microseconds)) return NULL;
+    if (microseconds < 0) {
+        PyErr_SetString(PyExc_ValueError, "set_thread_spin: negative time");
+        return NULL;
+    }
+    const int before = pool_spin_us();
+    atomic_store(&pool.spin_us, microseconds);
+    return PyLong_FromLong(before);
+}
+
+static PyObject *py_thread_pool_stats(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return Py_BuildValue("{s:i,s:l}", "workers", pool.workers, "worker_items",
+                         atomic_load(&pool.worker_items));
 }
 
 static PyMethodDef methods[] = {
@@ -549,6 +595,10 @@ static PyMethodDef methods[] = {
     {"average_pool", py_average_pool, METH_VARARGS,
      "average_pool(x, y, planes, size, lo, hi): y[p] = clip(mean(x[p, :]), lo, hi)"},
     {"build_info", py_build_info, METH_NOARGS, "compile-time and CPU features"},
+    {"set_thread_spin", py_set_thread_spin, METH_VARARGS,
+     "set_thread_spin(microseconds) -> previous: how long idle pool workers spin before sleeping"},
+    {"thread_pool_stats", py_thread_pool_stats, METH_NOARGS,
+     "{'workers': started, 'worker_items': work items run by workers so far}"},
     {NULL, NULL, 0, NULL},
 };
 

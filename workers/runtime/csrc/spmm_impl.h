@@ -17,6 +17,33 @@
     const size_t LDY = (size_t)(a)->ldy, LDR = (size_t)(a)->ldr;                               \
     float *y = (a)->y
 
+/* Pieces of the R-row kernels (tiles here, strips in strips_impl.h), with R, NV and the
+ * SPMM_LOCALS in scope. Accumulators of block row mb at column n: the bias of row r (``b_r``, an
+ * expression in r) plus the residual. */
+#define BLOCK_ROWS_INIT(acc, mb, n, b_r)                                                         \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                                       \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = SPLAT(b_r);            \
+        if (residual && (mb) * R + r < M) {                                                     \
+            const float *rp = residual + ((mb) * R + r) * LDR + (n);                            \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                                \
+                acc[r][v] += *(const V8FU *)(rp + VEC_FLOATS * v);                              \
+        }                                                                                       \
+    }
+/* acc[r] += w[r] * xv for the R weights of one block column. */
+#define BLOCK_ROWS_FMA(acc, w, xv)                                                               \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                                       \
+        const V8F wv = SPLAT((w)[r]);                                                           \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] += wv * xv[v];           \
+    }
+/* Clipped accumulators to the rows of Y that exist (the last block row may be partial). */
+#define BLOCK_ROWS_STORE(acc, mb, n)                                                             \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                                       \
+        if ((mb) * R + r >= M) break;                                                           \
+        float *yp = y + ((mb) * R + r - Y0) * LDY + ((n) - YC0);                                 \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                                    \
+            *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[r][v], lo, hi);                     \
+    }
+
 /* One tile kernel per (R, C, NV): R output rows x NV vectors of VEC_FLOATS columns held in
  * registers. It walks block rows [mb0, mb1) and, inside each, the tiles of [n0, n1) (a multiple
  * of the tile width), so each output row segment is written contiguously. */
@@ -32,14 +59,7 @@
                 b[r] = (bias && mb * R + r < M) ? bias[mb * R + r] : 0.0f;                      \
             for (int n = n0; n < n1; n += NV * VEC_FLOATS) {                                    \
                 V8F acc[R][NV];                                                                 \
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
-                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = SPLAT(b[r]); \
-                    if (residual && mb * R + r < M) {                                           \
-                        const float *rp = residual + (mb * R + r) * LDR + n;                    \
-                        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                    \
-                            acc[r][v] += *(const V8FU *)(rp + VEC_FLOATS * v);                  \
-                    }                                                                           \
-                }                                                                               \
+                BLOCK_ROWS_INIT(acc, mb, n, b[r]);                                              \
                 for (int j = jbegin; j < jend; ++j) {                                           \
                     const float *w = values + (size_t)j * (R * C);                              \
                     const float *xp = x + (size_t)block_col[j] * N + n;                         \
@@ -53,19 +73,10 @@
                         V8F xv[NV];                                                             \
                         _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                    \
                             xv[v] = *(const V8FU *)(xp + (size_t)c * N + VEC_FLOATS * v);       \
-                        _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                   \
-                            V8F wv = SPLAT(w[c * R + r]);                                       \
-                            _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                \
-                                acc[r][v] += wv * xv[v];                                        \
-                        }                                                                       \
+                        BLOCK_ROWS_FMA(acc, w + c * R, xv);                                     \
                     }                                                                           \
                 }                                                                               \
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                           \
-                    if (mb * R + r >= M) break;                                                 \
-                    float *yp = y + (mb * R + r - Y0) * LDY + (n - YC0);                         \
-                    _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)                        \
-                        *(V8FU *)(yp + VEC_FLOATS * v) = ISA(clip8)(acc[r][v], lo, hi);         \
-                }                                                                               \
+                BLOCK_ROWS_STORE(acc, mb, n);                                                   \
             }                                                                                   \
         }                                                                                       \
     }
@@ -149,6 +160,7 @@ DEFINE_TILE(1, 1, 5) DEFINE_TILE(1, 1, 6) DEFINE_TILE(1, 1, 7) DEFINE_TILE(1, 1,
 DEFINE_TILE(4, 1, 1) DEFINE_TILE(4, 1, 2) DEFINE_TILE(4, 1, 3)
 DEFINE_TILE(8, 1, 1)
 DEFINE_TILE(4, 4, 1) DEFINE_TILE(4, 4, 2)
+#include "strips_impl.h"
 DEFINE_SCALAR(1, 1, 4)
 DEFINE_SCALAR(4, 1, 2)
 DEFINE_SCALAR(8, 1, 1)
@@ -156,22 +168,30 @@ DEFINE_SCALAR(4, 4, 1)
 
 typedef void (*ISA(tile_fn))(const spmm_args *, int, int, int, int);
 
-/* Tiles by width in vectors (index 0 unused), the widest width, and the scalar kernel. */
+/* Tiles by width in vectors (index 0 unused), the widest width, and the scalar kernel; for strips,
+ * the weights per row of X a range needs before copying X pays (spmm_range). */
 typedef struct {
     ISA(tile_fn) tiles[9];
     int widest;
     ISA(tile_fn) scalar;
+    int min_reuse;
 } ISA(tile_set);
 
 static const ISA(tile_set) ISA(csr_tiles) = {
     {NULL, ISA(tile_1x1_1), ISA(tile_1x1_2), ISA(tile_1x1_3), ISA(tile_1x1_4), ISA(tile_1x1_5),
      ISA(tile_1x1_6), ISA(tile_1x1_7), ISA(tile_1x1_8)},
-    CSR_NV, ISA(scalar_1x1)};
+    CSR_NV, ISA(scalar_1x1), 0};
+static const ISA(tile_set) ISA(csr_strips) = {
+    {NULL, ISA(strip_1), ISA(strip_2), ISA(strip_3), ISA(strip_4)}, CSR_STRIP_NV, ISA(scalar_1x1),
+    CSR_STRIP_MIN_REUSE};
+static const ISA(tile_set) ISA(b41_strips) = {
+    {NULL, ISA(strip_4x1_1), ISA(strip_4x1_2), ISA(strip_4x1_3)}, B41_STRIP_NV, ISA(scalar_4x1),
+    B41_STRIP_MIN_REUSE};
 static const ISA(tile_set) ISA(b41_tiles) = {
-    {NULL, ISA(tile_4x1_1), ISA(tile_4x1_2), ISA(tile_4x1_3)}, B41_NV, ISA(scalar_4x1)};
-static const ISA(tile_set) ISA(b81_tiles) = {{NULL, ISA(tile_8x1_1)}, B81_NV, ISA(scalar_8x1)};
+    {NULL, ISA(tile_4x1_1), ISA(tile_4x1_2), ISA(tile_4x1_3)}, B41_NV, ISA(scalar_4x1), 0};
+static const ISA(tile_set) ISA(b81_tiles) = {{NULL, ISA(tile_8x1_1)}, B81_NV, ISA(scalar_8x1), 0};
 static const ISA(tile_set) ISA(b44_tiles) = {
-    {NULL, ISA(tile_4x4_1), ISA(tile_4x4_2)}, B44_NV, ISA(scalar_4x4)};
+    {NULL, ISA(tile_4x4_1), ISA(tile_4x4_2)}, B44_NV, ISA(scalar_4x4), 0};
 
 /* X columns per panel: a panel of X (K rows) stays within about half of a 512 KiB L2. */
 #define PANEL_BYTES (256 * 1024)
@@ -210,10 +230,14 @@ static void ISA(balanced_tiles)(const ISA(tile_set) *set, const spmm_args *a, in
 /* Rows [mb0, mb1) of block rows and columns [n0, n1) of X/Y, in panels of columns that keep X in
  * L2 (the last panel up to twice as wide); ranges narrower than a vector run scalar code. */
 static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1) {
-    const ISA(tile_set) *set;
-    if (a->block_rows == 1 && a->block_cols == 1) set = &ISA(csr_tiles);
-    else if (a->block_rows == 4 && a->block_cols == 1) set = &ISA(b41_tiles);
-    else if (a->block_rows == 8 && a->block_cols == 1) set = &ISA(b81_tiles);
+    const ISA(tile_set) *set, *strips = NULL;
+    if (a->block_rows == 1 && a->block_cols == 1) {
+        set = &ISA(csr_tiles);
+        strips = &ISA(csr_strips);
+    } else if (a->block_rows == 4 && a->block_cols == 1) {
+        set = &ISA(b41_tiles);
+        strips = &ISA(b41_strips);
+    } else if (a->block_rows == 8 && a->block_cols == 1) set = &ISA(b81_tiles);
     else if (a->block_rows == 4 && a->block_cols == 4) set = &ISA(b44_tiles);
     else {
         ISA(tile_scalar)(a, mb0, mb1, n0, n1);
@@ -222,6 +246,18 @@ static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1
     if (n1 - n0 < VEC_FLOATS) {
         set->scalar(a, mb0, mb1, n0, n1);
         return;
+    }
+    /* Strips copy K rows of X each: worth it when the rows reuse them enough; fewer weights per
+     * row of X run the tiles on X in place. */
+    spmm_args with_strip;
+    const long weights = (long)a->block_rows * (a->block_ptr[mb1] - a->block_ptr[mb0]);
+    float *buffer = strips && weights >= strips->min_reuse * (long)a->k
+                        ? take_strip_buffer((size_t)a->k * strips->widest * VEC_FLOATS) : NULL;
+    if (buffer) {
+        with_strip = *a;
+        with_strip.strip = buffer;
+        a = &with_strip;
+        set = strips;
     }
     /* Panels are whole widest tiles; the last one takes the remainder, split evenly. */
     const int tile_cols = set->widest * VEC_FLOATS;
@@ -235,9 +271,18 @@ static void ISA(spmm_range)(const spmm_args *a, int mb0, int mb1, int n0, int n1
 }
 
 #undef CSR_NV
+#undef CSR_STRIP_NV
+#undef B41_STRIP_NV
+#undef CSR_STRIP_MIN_REUSE
+#undef B41_STRIP_MIN_REUSE
+#undef DEFINE_STRIP
+#undef DEFINE_STRIP_ROWS
 #undef B41_NV
 #undef B81_NV
 #undef B44_NV
 #undef DEFINE_TILE
 #undef DEFINE_SCALAR
 #undef SPMM_LOCALS
+#undef BLOCK_ROWS_INIT
+#undef BLOCK_ROWS_FMA
+#undef BLOCK_ROWS_STORE

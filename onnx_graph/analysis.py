@@ -6,20 +6,17 @@ import logging
 import time
 from typing import Literal
 
-import numpy as np
 import onnx_ir as ir
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 import onnx_graph.rules  # noqa: F401  (registers every rule)
 from onnx_graph.analysis_context import (
     AnalysisContext,
     AnalysisOptions,
-    ChannelAxis,
     values_by_name,
 )
+from onnx_graph.channel_groups import build_groups
 from onnx_graph.gc_pause import without_gc
-from onnx_graph.groups import GroupMember, GroupSet, PruningGroup
+from onnx_graph.groups import GroupSet
 from onnx_graph.local_shapes import local_shapes
 from onnx_graph.prepare import prepare
 from onnx_graph.rules.base import rule_for
@@ -66,7 +63,7 @@ def analyze(
     batch_one = _shapes_at_batch_one(model) if has_symbolic_dims(model) else None
     with concrete_shapes(model, batch_one or {}):  # relate channel axes at batch 1
         ctx = _walk_graph(model.graph, options)
-    groups = _build_groups(ctx)
+    groups = build_groups(ctx)
     logger.info(
         "analysis: %d channel axes, %d groups (%d prunable) in %.2fs",
         len(ctx.axes),
@@ -132,138 +129,3 @@ def _walk(graph: ir.Graph, ctx: AnalysisContext) -> None:
                 )
                 ctx.freeze_node(node, value, channel_axis.axis, f"rule error ({error})")
     ctx.current_node = None
-
-
-def _position_channels(ctx: AnalysisContext, axis_of_position: np.ndarray) -> np.ndarray:
-    """Channel id of every global position: connected components of the coupling graph.
-
-    Most couplings are identities between whole axes (elementwise ops, norms, weights): those
-    axes are merged first at axis level, so the position-level components only need the other
-    couplings (Concat offsets, Reshape strides, ...) between the merged axes' positions.
-    """
-    sizes = np.array([a.size for a in ctx.axes], dtype=np.int64)
-    bases = np.array([a.base for a in ctx.axes], dtype=np.int64)
-    pairs = ctx.identity_pairs()
-    num_axes = len(sizes)
-    axis_graph = coo_matrix(
-        (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(num_axes, num_axes)
-    )
-    _, axis_class = connected_components(axis_graph, directed=False)
-    # Identity couplings only join equal sizes, so a class's positions are those of any member.
-    class_size = np.zeros(int(axis_class.max()) + 1 if num_axes else 0, dtype=np.int64)
-    class_size[axis_class] = sizes
-    class_base = np.concatenate([[0], np.cumsum(class_size)[:-1]]).astype(np.int64)
-    compact = class_base[axis_class][axis_of_position] + (
-        np.arange(ctx.total_positions, dtype=np.int64) - bases[axis_of_position]
-    )
-    compact_total = int(class_size.sum())
-    source, target = ctx.edges()
-    if not len(source):
-        return compact  # identities only (a CNN): each merged position is a channel
-    adjacency = coo_matrix(
-        (np.ones(len(source), dtype=np.int8), (compact[source], compact[target])),
-        shape=(compact_total, compact_total),
-    )
-    _, compact_channel = connected_components(adjacency, directed=False)
-    return compact_channel.astype(np.int64)[compact]
-
-
-def _member_runs(
-    axes: list[ChannelAxis], position_group: np.ndarray
-) -> list[list[tuple[int, np.ndarray]]]:
-    """Per channel axis: (group id, the axis's positions in that group), one entry per member.
-
-    Most axes lie in a single group (whole-axis member); only Concat outputs, flattened and fused
-    axes are split, and only they are sorted.
-    """
-    if not axes:
-        return []
-    bases = np.fromiter((a.base for a in axes), dtype=np.int64, count=len(axes))
-    lowest = np.minimum.reduceat(position_group, bases).tolist()
-    highest = np.maximum.reduceat(position_group, bases).tolist()
-    runs: list[list[tuple[int, np.ndarray]]] = []
-    for channel_axis, low, high in zip(axes, lowest, highest, strict=True):
-        if low == high:
-            runs.append([(low, np.arange(channel_axis.size, dtype=np.int64))])
-            continue
-        local_groups = position_group[channel_axis.base : channel_axis.base + channel_axis.size]
-        order = np.argsort(local_groups, kind="stable")
-        cuts = np.flatnonzero(np.diff(local_groups[order])) + 1
-        first_groups = local_groups[order][np.r_[0, cuts]].tolist()
-        runs.append(list(zip(first_groups, np.split(order, cuts), strict=True)))
-    return runs
-
-
-def _build_groups(ctx: AnalysisContext) -> GroupSet:
-    total = ctx.total_positions
-    axis_of_position = np.repeat(
-        np.arange(len(ctx.axes), dtype=np.int64), [a.size for a in ctx.axes]
-    )
-    position_channel = _position_channels(ctx, axis_of_position)
-    num_channels = int(position_channel.max()) + 1 if total else 0
-
-    # A group is the set of channels touching exactly the same channel axes (with the same number
-    # of positions on each). A channel's signature is the wrapping sum of one random 64-bit key per
-    # position's axis (collisions have probability ~2^-64 per pair): vectorised on large models.
-    # Groups only partition channels for planning; surgery works on channels, so a rare split of
-    # one group into two never affects exactness.
-    axis_keys = np.random.default_rng(0).integers(1, 2**63, size=len(ctx.axes), dtype=np.uint64)
-    signature = np.zeros(num_channels, dtype=np.uint64)
-    np.add.at(signature, position_channel, axis_keys[axis_of_position])
-    _, channel_group = np.unique(signature, return_inverse=True)
-    channel_group = channel_group.astype(np.int64).reshape(-1)
-    num_groups = int(channel_group.max()) + 1 if num_channels else 0
-
-    # Order a group's channels by their first position on the group's first axis.
-    first_position = np.full(num_channels, np.iinfo(np.int64).max)
-    first_position[position_channel[::-1]] = np.arange(total)[::-1]  # the last write wins
-    order = np.lexsort((first_position, channel_group))
-    channel_rank = np.empty(num_channels, dtype=np.int64)
-    group_sizes = np.bincount(channel_group, minlength=num_groups)
-    starts = np.concatenate([[0], np.cumsum(group_sizes)[:-1]])
-    channel_rank[order] = np.arange(num_channels) - np.repeat(starts, group_sizes)
-
-    members: list[list[GroupMember]] = [[] for _ in range(num_groups)]
-    frozen: list[list[str]] = [[] for _ in range(num_groups)]
-    inexact: list[list[str]] = [[] for _ in range(num_groups)]
-    position_group = channel_group[position_channel]
-    position_rank = channel_rank[position_channel]  # one gather; members take slices of it
-    for channel_axis, runs in zip(ctx.axes, _member_runs(ctx.axes, position_group), strict=True):
-        base, size = channel_axis.base, channel_axis.size
-        nodes = tuple(sorted(channel_axis.nodes))
-        for group_id, local_positions in runs:
-            ranks = (
-                position_rank[base : base + size]
-                if len(runs) == 1  # the whole axis, in order
-                else position_rank[base + local_positions]
-            )
-            members[group_id].append(
-                GroupMember(
-                    channel_axis.value_name,
-                    channel_axis.axis,
-                    size,
-                    channel_axis.is_parameter,
-                    local_positions,
-                    ranks,
-                    nodes,
-                )
-            )
-            for reasons, collected in (
-                (channel_axis.frozen_reasons, frozen[group_id]),
-                (channel_axis.inexact_reasons, inexact[group_id]),
-            ):
-                for reason in reasons:
-                    message = f"{channel_axis.value_name}[{channel_axis.axis}] {reason}"
-                    if message not in collected:
-                        collected.append(message)
-    groups = [
-        PruningGroup(
-            group_id,
-            int(group_sizes[group_id]),
-            members[group_id],
-            frozen[group_id],
-            inexact[group_id],
-        )
-        for group_id in range(num_groups)
-    ]
-    return GroupSet(ctx.axes, position_channel, channel_group, channel_rank, groups)

@@ -93,8 +93,7 @@ class AnalysisContext:
         self.options = options or AnalysisOptions()
         self.axes: list[ChannelAxis] = []
         self._axis_ids: dict[tuple[str, int], int] = {}
-        self._edges_source: list[np.ndarray] = []
-        self._edges_target: list[np.ndarray] = []
+        self._edges: list[tuple[int, np.ndarray, int, np.ndarray]] = []
         self._identity_pairs: list[tuple[int, int]] = []
         self._static_shapes: dict[ir.Value, tuple[int | None, ...] | None] = {}
         self._pending: deque[int] = deque()
@@ -139,8 +138,7 @@ class AnalysisContext:
         source, target = mapping.pairs()
         if len(source) and (source.max() >= size_a or target.max() >= size_b):
             raise ValueError(f"index map out of range for {a.name}[{axis_a}] -> {b.name}[{axis_b}]")
-        self._edges_source.append(self.axes[id_a].base + source)
-        self._edges_target.append(self.axes[id_b].base + target)
+        self._edges.append((id_a, source, id_b, target))
 
     def freeze(self, value: ir.Value, axis: int, reason: str) -> None:
         """Mark ``value[axis]`` as not prunable, with a reason naming the node or value."""
@@ -181,12 +179,12 @@ class AnalysisContext:
         """Pairs of axis indices coupled position by position (shape [n, 2])."""
         return np.array(self._identity_pairs, dtype=np.int64).reshape(-1, 2)
 
-    def edges(self) -> tuple[np.ndarray, np.ndarray]:
-        """Position pairs of the couplings that are not identities (global position ids)."""
-        if not self._edges_source:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        return np.concatenate(self._edges_source), np.concatenate(self._edges_target)
+    def edges(self) -> list[tuple[int, np.ndarray, int, np.ndarray]]:
+        """The couplings that are not identities: (axis a, its positions, axis b, its positions).
+
+        Positions are local to their axis, pairwise coupled.
+        """
+        return self._edges
 
     @property
     def total_positions(self) -> int:

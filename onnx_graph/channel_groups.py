@@ -79,7 +79,16 @@ def build_groups(ctx: AnalysisContext) -> GroupSet:
         if axes
         else np.zeros(0, dtype=np.int64)
     )
-    return GroupSet(axes, position_channel, channel_group, channel_rank, groups)
+    return GroupSet(
+        axes,
+        position_channel,
+        channel_group,
+        channel_rank,
+        groups,
+        axis_class=classes.of_axis,
+        class_channel=classes.channel,
+        class_size=classes.size,
+    )
 
 
 def _identity_classes(ctx: AnalysisContext) -> _Classes:

@@ -85,6 +85,11 @@ class GroupSet:
     channel_group: np.ndarray  # global channel id -> group id
     channel_rank: np.ndarray  # global channel id -> index of the channel inside its group
     groups: list[PruningGroup]
+    # Identity classes (``onnx_graph.channel_groups``): axes whose positions are the same slots.
+    # Optional; with them, kept positions are computed once per class instead of once per axis.
+    axis_class: np.ndarray | None = None  # axis index -> class
+    class_channel: np.ndarray | None = None  # compact position (classes in order) -> channel id
+    class_size: np.ndarray | None = None  # class -> positions per axis
     _channels_by_group: list[np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __iter__(self):
@@ -106,6 +111,8 @@ class GroupSet:
         Args:
             removed_channels: Boolean mask over global channel ids.
         """
+        if self.axis_class is not None and self.class_channel is not None:
+            return self._kept_positions_by_class(removed_channels)
         removed_positions = removed_channels[self.position_channel]
         if not len(self.axes) or not removed_positions.any():
             return {}
@@ -117,6 +124,26 @@ class GroupSet:
             span = removed_positions[channel_axis.base : channel_axis.base + channel_axis.size]
             kept[(channel_axis.value_name, channel_axis.axis)] = np.flatnonzero(~span)
         return kept
+
+    def _kept_positions_by_class(
+        self, removed_channels: np.ndarray
+    ) -> dict[tuple[str, int], np.ndarray]:
+        assert self.axis_class is not None and self.class_channel is not None
+        assert self.class_size is not None
+        removed = removed_channels[self.class_channel]
+        starts = np.concatenate([[0], np.cumsum(self.class_size)[:-1]]).astype(np.int64)
+        kept_by_class: dict[int, np.ndarray] = {}
+        if len(removed) and removed.any():
+            for class_id in np.flatnonzero(np.logical_or.reduceat(removed, starts)).tolist():
+                start = int(starts[class_id])
+                kept = np.flatnonzero(~removed[start : start + int(self.class_size[class_id])])
+                kept.flags.writeable = False  # shared by every axis of the class
+                kept_by_class[class_id] = kept
+        return {
+            (channel_axis.value_name, channel_axis.axis): kept_by_class[class_id]
+            for channel_axis, class_id in zip(self.axes, self.axis_class.tolist(), strict=True)
+            if class_id in kept_by_class
+        }
 
     def global_channels(self, group_id: int, channels: np.ndarray) -> np.ndarray:
         """Global channel ids of a group's channels given by their in-group index."""

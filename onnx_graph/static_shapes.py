@@ -118,7 +118,7 @@ def concrete_shapes(model: ir.Model, shapes: Shapes) -> Iterator[ir.Model]:
             dims = shapes.get(value.name or "")
             if dims is None or value.const_value is not None:
                 continue
-            if value.shape is None or not all(isinstance(d, int) for d in value.shape):
+            if value.shape is None or not _all_ints(value.shape.dims):
                 saved.append((value, value.shape))
                 value.shape = ir.Shape(dims)
         yield model
@@ -200,6 +200,13 @@ def _skeleton_proto(model: ir.Model) -> onnx.ModelProto:
     for graph_output in proto.graph.output:
         graph_output.type.tensor_type.ClearField("shape")
     return proto
+
+
+def _all_ints(dims: tuple[int | ir.SymbolicDim, ...]) -> bool:
+    for dim in dims:  # a plain loop: all() over a generator costs twice as much
+        if type(dim) is not int:
+            return False
+    return True
 
 
 def _all_values(graph: ir.Graph) -> list[ir.Value]:

@@ -94,7 +94,7 @@ class AnalysisContext:
         self.axes: list[ChannelAxis] = []
         self._axis_ids: dict[tuple[str, int], int] = {}
         self._edges: list[tuple[int, np.ndarray, int, np.ndarray]] = []
-        self._identity_pairs: list[tuple[int, int]] = []
+        self._identity_pairs: list[int] = []  # flat: a0, b0, a1, b1, ...
         self._static_shapes: dict[ir.Value, tuple[int | None, ...] | None] = {}
         self._pending: deque[int] = deque()
         self._total = 0
@@ -132,7 +132,7 @@ class AnalysisContext:
                 self.freeze(b, axis_b, f"size {size_b} coupled to size {size_a} ({self._where()})")
                 return
             # Position i is position i: the axes merge as wholes (no per-position edges).
-            self._identity_pairs.append((self._axis_id(a, axis_a), self._axis_id(b, axis_b)))
+            self._identity_pairs += (self._axis_id(a, axis_a), self._axis_id(b, axis_b))
             return
         id_a, id_b = self._axis_id(a, axis_a), self._axis_id(b, axis_b)
         source, target = mapping.pairs()
@@ -177,7 +177,8 @@ class AnalysisContext:
 
     def identity_pairs(self) -> np.ndarray:
         """Pairs of axis indices coupled position by position (shape [n, 2])."""
-        return np.array(self._identity_pairs, dtype=np.int64).reshape(-1, 2)
+        pairs = self._identity_pairs
+        return np.fromiter(pairs, dtype=np.int64, count=len(pairs)).reshape(-1, 2)
 
     def edges(self) -> list[tuple[int, np.ndarray, int, np.ndarray]]:
         """The couplings that are not identities: (axis a, its positions, axis b, its positions).

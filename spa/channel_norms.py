@@ -9,6 +9,7 @@ are cached. Scoring a ResNet-50 reads 100 MB of weights and a ViT-B 350 MB: pass
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnx_ir as ir
@@ -36,7 +37,7 @@ def axis_magnitudes(array: np.ndarray, axes: set[int], order: int) -> dict[int, 
             first, second, rest = 1, data.shape[0], 1
         else:
             first, second = data.shape[0], data.shape[1]
-            rest = int(np.prod(data.shape[2:], dtype=np.int64))
+            rest = math.prod(data.shape[2:])
         per_first = np.empty(first, dtype=np.float64)
         per_second = np.empty(second, dtype=np.float64)
         dual_sums(data, first, second, rest, order, per_first, per_second)

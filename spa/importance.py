@@ -169,7 +169,7 @@ class MagnitudeCriterion(ImportanceCriterion):
             if member.value_name in self._statistics:
                 continue
             norms = member_channel_norms(model, member, self.order, cache, group.num_channels)
-            mean = norms.mean()
+            mean = norms.sum() / norms.size  # np.mean's bookkeeping costs more than the sum
             if mean > 0:
                 rows.append(norms / mean)
         if not rows:

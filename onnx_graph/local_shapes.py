@@ -3,9 +3,9 @@
 Dynamic-batch exports carry most shapes already: the dynamo exporter writes dims such as
 ``batch``, ``12*batch`` or ``197*batch``, which evaluate exactly once the batch is fixed. Only a
 few values have unknown dims (a Reshape whose target was computed at run time and has just been
-made a constant, and what follows it); those nodes get ONNX's own shape inference one node at a
-time, fed the shapes already found. On a ViT-B this replaces serialising and inferring the whole
-model (22 ms) by ~70 single-node inferences.
+made a constant, and what follows it); only those nodes go through ONNX's own shape inference,
+together in one small model fed the shapes already found. On a ViT-B this replaces serialising and
+inferring the whole model (22 ms) by inferring ~70 nodes (5.5 ms in all).
 
 When a dim stays unknown (an expression this module does not read, an op whose inference needs
 values computed at run time), ``local_shapes`` returns None and the caller falls back to

@@ -11,6 +11,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnx_graph.index_map import IndexMap
+from onnx_graph.static_shapes import all_int_dims
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +73,9 @@ def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
     if value is None or value.shape is None:
         return None
     dims = value.shape.dims
-    for dim in dims:  # a plain loop: all() over a generator costs twice as much here
-        if type(dim) is not int:
-            return tuple(d if isinstance(d, int) else None for d in dims)
-    return dims  # type: ignore[return-value]  # the common case: no copy of each dim
+    if all_int_dims(dims):  # the common case: no copy of each dim
+        return dims  # type: ignore[return-value]
+    return tuple(d if isinstance(d, int) else None for d in dims)
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:

@@ -108,42 +108,35 @@ class GroupSet:
     def kept_positions(self, removed_channels: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
         """For each channel axis that loses positions: the positions that stay (sorted).
 
+        Computed once per identity class; the axes of a class share one read-only array.
+
         Args:
             removed_channels: Boolean mask over global channel ids.
         """
-        if self.axis_class is not None and self.class_channel is not None:
-            return self._kept_positions_by_class(removed_channels)
-        removed_positions = removed_channels[self.position_channel]
-        if not len(self.axes) or not removed_positions.any():
-            return {}
-        bases = np.fromiter((a.base for a in self.axes), dtype=np.int64, count=len(self.axes))
-        losing = np.flatnonzero(np.logical_or.reduceat(removed_positions, bases))
-        kept: dict[tuple[str, int], np.ndarray] = {}
-        for index in losing.tolist():
-            channel_axis = self.axes[index]
-            span = removed_positions[channel_axis.base : channel_axis.base + channel_axis.size]
-            kept[(channel_axis.value_name, channel_axis.axis)] = np.flatnonzero(~span)
-        return kept
-
-    def _kept_positions_by_class(
-        self, removed_channels: np.ndarray
-    ) -> dict[tuple[str, int], np.ndarray]:
-        assert self.axis_class is not None and self.class_channel is not None
-        assert self.class_size is not None
-        removed = removed_channels[self.class_channel]
-        starts = np.concatenate([[0], np.cumsum(self.class_size)[:-1]]).astype(np.int64)
+        axis_class, class_channel, class_size = self._class_layout()
+        removed = removed_channels[class_channel]
+        starts = np.concatenate([[0], np.cumsum(class_size)[:-1]]).astype(np.int64)
         kept_by_class: dict[int, np.ndarray] = {}
         if len(removed) and removed.any():
             for class_id in np.flatnonzero(np.logical_or.reduceat(removed, starts)).tolist():
                 start = int(starts[class_id])
-                kept = np.flatnonzero(~removed[start : start + int(self.class_size[class_id])])
+                kept = np.flatnonzero(~removed[start : start + int(class_size[class_id])])
                 kept.flags.writeable = False  # shared by every axis of the class
                 kept_by_class[class_id] = kept
         return {
             (channel_axis.value_name, channel_axis.axis): kept_by_class[class_id]
-            for channel_axis, class_id in zip(self.axes, self.axis_class.tolist(), strict=True)
+            for channel_axis, class_id in zip(self.axes, axis_class.tolist(), strict=True)
             if class_id in kept_by_class
         }
+
+    def _class_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(axis -> class, compact position -> channel, class -> size); without identity classes
+        every axis is a class of its own and its positions are the compact ones."""
+        if self.axis_class is not None and self.class_channel is not None:
+            assert self.class_size is not None
+            return self.axis_class, self.class_channel, self.class_size
+        sizes = np.fromiter((a.size for a in self.axes), dtype=np.int64, count=len(self.axes))
+        return np.arange(len(self.axes), dtype=np.int64), self.position_channel, sizes
 
     def global_channels(self, group_id: int, channels: np.ndarray) -> np.ndarray:
         """Global channel ids of a group's channels given by their in-group index."""

@@ -72,9 +72,7 @@ def _needed_passes(graph: ir.Graph) -> set[str]:
         name_once(value.name, value_names)
         if value.name in graph.initializers:
             needed.add("inputs")
-    for name in graph.initializers:
-        if name not in value_names:
-            value_names.add(name)
+    value_names.update(graph.initializers)
     for node in graph:
         name_once(node.name, node_names)
         if node.domain in ("", "ai.onnx") and node.op_type in ("Constant", "Identity"):

@@ -118,7 +118,7 @@ def concrete_shapes(model: ir.Model, shapes: Shapes) -> Iterator[ir.Model]:
             dims = shapes.get(value.name or "")
             if dims is None or value.const_value is not None:
                 continue
-            if value.shape is None or not _all_ints(value.shape.dims):
+            if value.shape is None or not all_int_dims(value.shape.dims):
                 saved.append((value, value.shape))
                 value.shape = ir.Shape(dims)
         yield model
@@ -202,7 +202,8 @@ def _skeleton_proto(model: ir.Model) -> onnx.ModelProto:
     return proto
 
 
-def _all_ints(dims: tuple[int | ir.SymbolicDim, ...]) -> bool:
+def all_int_dims(dims: tuple[int | ir.SymbolicDim, ...]) -> bool:
+    """Whether every dim is a plain int (no symbolic or unknown dim)."""
     for dim in dims:  # a plain loop: all() over a generator costs twice as much
         if type(dim) is not int:
             return False

@@ -4,6 +4,7 @@ every registered backend must pass."""
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import onnx
@@ -87,6 +88,31 @@ def test_compare_interleaves_and_checks_outputs(tiny_model) -> None:
     assert result.speedup_p10 <= result.speedup <= result.speedup_p90
     unchecked = compare_latency(slow, ref, feeds, warmup=0, repeats=3, check_outputs=False)
     assert unchecked.outputs_match and unchecked.max_rel_error is None
+
+
+def test_burst_rounds_run_back_to_back_after_one_untimed_call() -> None:
+    calls: list[str] = []
+    feeds = {"x": np.zeros(1, dtype=np.float32)}
+
+    def runner(name: str, seconds: float):
+        def run(_feeds):
+            calls.append(name)
+            time.sleep(seconds)
+            return [np.zeros(1, dtype=np.float32)]
+
+        return run
+
+    result = compare_latency(
+        runner("c", 0.002), runner("r", 0.004), feeds, warmup=0, repeats=2, burst=3
+    )
+    # round 0: reference first, each runner 1 untimed + 3 timed calls; round 1 flipped
+    assert calls[:16] == ["r"] * 4 + ["c"] * 4 + ["c"] * 4 + ["r"] * 4
+    # samples are per call, not per burst
+    assert 2.0 <= result.candidate.median_ms < 4.0  # a whole burst would be 6 ms
+    assert 4.0 <= result.reference.median_ms < 8.0
+    assert 1.3 < result.speedup < 2.5
+    with pytest.raises(ValueError, match="burst must be at least 1"):
+        compare_latency(runner("c", 0), runner("r", 0), feeds, burst=0)
 
 
 def test_sparse_against_onnxruntime_matches(tiny_model) -> None:

@@ -124,10 +124,15 @@ def summarize(samples_ms: Sequence[float], noise_threshold: float = 0.1) -> Late
     )
 
 
-def _time_once(runner: Runner, feeds: Feeds) -> float:
+def _time_once(runner: Runner, feeds: Feeds, burst: int = 1) -> float:
+    """Milliseconds per call; with ``burst`` > 1, one untimed call first, then the mean of
+    ``burst`` back-to-back calls."""
+    if burst > 1:
+        runner(feeds)
     start = time.perf_counter_ns()
-    runner(feeds)
-    return (time.perf_counter_ns() - start) / 1e6
+    for _ in range(burst):
+        runner(feeds)
+    return (time.perf_counter_ns() - start) / 1e6 / burst
 
 
 def measure_latency(
@@ -194,8 +199,18 @@ def compare_latency(
     check_outputs: bool = True,
     rtol: float = 1e-4,
     noise_threshold: float = 0.1,
+    burst: int = 1,
 ) -> LatencyComparison:
     """Time candidate and reference in alternating rounds (order flipped every round).
+
+    With ``burst`` = 1 each round times one call of each: what a caller that runs the layer or
+    model now and then sees, starting from caches the other runner left. With ``burst`` > 1
+    each runner first makes one untimed call and then times ``burst`` back-to-back calls: the
+    steady state of a serving loop or of consecutive layers, where a multi-threaded runner finds
+    its threads awake and its share of the data in its own cores' caches (one call of a
+    1-thread runner leaves the data in the calling core's cache, so a single 2-thread call after
+    it measures the other core fetching everything: measured 1.1-1.3x where the steady state
+    gives 1.6-1.9x on 1x1-convolution shapes, bench/results/runtime_lead_epyc_2cores_session4.md).
 
     Args:
         candidate, reference: runners from :meth:`LatencyBackend.load`.
@@ -206,18 +221,21 @@ def compare_latency(
             candidate computes something else on purpose, e.g. a pruned model).
         rtol: tolerance on the relative output error.
         noise_threshold: relative p10-p90 spread above which a result is flagged noisy.
+        burst: back-to-back calls per timed sample (see above); samples are per call.
     """
+    if burst < 1:
+        raise ValueError(f"burst must be at least 1, got {burst}")
     for _ in range(warmup):
         reference(feeds)
         candidate(feeds)
     cand_ms, ref_ms = [], []
     for round_index in range(repeats):
         if round_index % 2:
-            cand_ms.append(_time_once(candidate, feeds))
-            ref_ms.append(_time_once(reference, feeds))
+            cand_ms.append(_time_once(candidate, feeds, burst))
+            ref_ms.append(_time_once(reference, feeds, burst))
         else:
-            ref_ms.append(_time_once(reference, feeds))
-            cand_ms.append(_time_once(candidate, feeds))
+            ref_ms.append(_time_once(reference, feeds, burst))
+            cand_ms.append(_time_once(candidate, feeds, burst))
     ratios = np.asarray(ref_ms) / np.maximum(np.asarray(cand_ms), 1e-9)
     abs_error = rel_error = None
     matches = True

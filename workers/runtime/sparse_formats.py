@@ -39,6 +39,45 @@ class SparseMatrix:
     block_col: np.ndarray
     values: np.ndarray
 
+    def __post_init__(self) -> None:
+        """Check the structure once and freeze the arrays.
+
+        The kernels index X by ``block_col`` and walk ``block_ptr`` without checking them on
+        every call (on a 1024 x 1024 layer at 90% that check cost ~25 us, 7-10% of the call and
+        all of it serial), so a matrix must be valid from the start and stay so: the arrays are
+        stored as C-contiguous int32/float32 and made read-only.
+        """
+        rows, cols = (int(v) for v in self.shape)
+        br, bc = (int(v) for v in self.block_shape)
+        if rows < 0 or cols < 0 or br < 1 or bc < 1:
+            raise ValueError(f"SparseMatrix: invalid shape {self.shape} or blocks {self.block_shape}")
+        block_ptr = _frozen(self.block_ptr, np.int32, "block_ptr")
+        block_col = _frozen(self.block_col, np.int32, "block_col")
+        values = _frozen(self.values, np.float32, "values")
+        row_blocks = -(-rows // br)
+        if block_ptr.shape != (row_blocks + 1,):
+            raise ValueError(
+                f"SparseMatrix: block_ptr needs {row_blocks + 1} offsets, got {block_ptr.shape}"
+            )
+        if block_ptr[0] != 0 or np.any(np.diff(block_ptr) < 0):
+            raise ValueError("SparseMatrix: block_ptr must start at 0 and never decrease")
+        blocks = int(block_ptr[-1])
+        if block_col.shape != (blocks,) or values.shape != (blocks * br * bc,):
+            raise ValueError(
+                f"SparseMatrix: {blocks} blocks need {blocks} columns and {blocks * br * bc} "
+                f"values, got {block_col.size} and {values.size}"
+            )
+        if blocks and (int(block_col.min()) < 0 or int(block_col.max()) > cols - bc):
+            raise ValueError(
+                f"SparseMatrix: block columns must lie in 0..{cols - bc}, got "
+                f"{int(block_col.min())}..{int(block_col.max())}"
+            )
+        object.__setattr__(self, "shape", (rows, cols))
+        object.__setattr__(self, "block_shape", (br, bc))
+        object.__setattr__(self, "block_ptr", block_ptr)
+        object.__setattr__(self, "block_col", block_col)
+        object.__setattr__(self, "values", values)
+
     @property
     def format(self) -> str:
         """The format name ("csr", "4x1", ...)."""
@@ -57,6 +96,24 @@ class SparseMatrix:
         """Stored values over dense size: the fraction of dense MACs the kernel performs."""
         rows, cols = self.shape
         return self.stored_values / max(rows * cols, 1)
+
+
+def _frozen(array: np.ndarray, dtype: type, field: str) -> np.ndarray:
+    """``array`` as a 1-D C-contiguous array of ``dtype`` that nobody writes through.
+
+    A writeable input is copied (once, when the matrix is built), so the caller keeps its
+    array and the matrix its own read-only one; a read-only contiguous input of the right
+    dtype is kept as it is.
+    """
+    data = np.asarray(array)
+    if data.ndim != 1:
+        raise ValueError(f"SparseMatrix: {field} must be 1-D, got shape {data.shape}")
+    if data.dtype != dtype and not np.can_cast(data.dtype, dtype, casting="same_kind"):
+        raise ValueError(f"SparseMatrix: {field} must be {np.dtype(dtype)}, got {data.dtype}")
+    if data.dtype != dtype or data.flags.writeable or not data.flags.c_contiguous:
+        data = np.array(data, dtype=dtype, order="C")
+        data.flags.writeable = False
+    return data
 
 
 def pack(dense: np.ndarray, fmt: str = "csr") -> SparseMatrix:

@@ -259,6 +259,10 @@ static void release_all(buffer_set *s) {
 }
 
 /* Fills a's sparse weights (block_ptr, block_col, values, bias) after checking them. */
+/* The structure's sizes only: ``block_ptr`` non-decreasing and every ``block_col`` inside X are
+ * checked once, when the Python SparseMatrix is built (its arrays are read-only from then on):
+ * per call the O(blocks) check cost ~25 us of a 1024 x 1024 layer at 90%, serial, 7-10% of the
+ * call. Callers of this private module pass SparseMatrix arrays only (workers/runtime/kernels.py). */
 static int take_sparse(buffer_set *s, spmm_args *a, PyObject *ptr_o, PyObject *col_o,
                        PyObject *val_o, PyObject *bias_o) {
     if (a->m < 0 || a->k < 0 || a->n < 0 || a->block_rows < 1 || a->block_cols < 1) {
@@ -268,25 +272,14 @@ static int take_sparse(buffer_set *s, spmm_args *a, PyObject *ptr_o, PyObject *c
     const int mblocks = (a->m + a->block_rows - 1) / a->block_rows, bc = a->block_cols;
     const int32_t *ptr = take(s, ptr_o, mblocks + 1, 0, 0, "block_ptr");
     if (!ptr) return -1;
-    if (ptr[0] != 0) {
-        PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must start at 0");
+    if (ptr[0] != 0 || ptr[mblocks] < 0 || (ptr[mblocks] > 0 && a->k < bc)) {
+        PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must run from 0 to the block count");
         return -1;
     }
-    for (int i = 0; i < mblocks; ++i)
-        if (ptr[i + 1] < ptr[i]) {
-            PyErr_SetString(PyExc_ValueError, "spmm: block_ptr must be non-decreasing");
-            return -1;
-        }
     const Py_ssize_t nblocks = ptr[mblocks];
     const int32_t *cols = take(s, col_o, nblocks, 0, 0, "block_col");
     if (!cols || !(a->values = take(s, val_o, nblocks * a->block_rows * bc, 0, 0, "values")))
         return -1;
-    for (Py_ssize_t j = 0; j < nblocks; ++j)
-        if (cols[j] < 0 || cols[j] + bc > a->k) {
-            PyErr_Format(PyExc_ValueError, "spmm: block %zd starts at column %d, outside 0..%d",
-                         j, cols[j], a->k - bc);
-            return -1;
-        }
     a->block_ptr = ptr;
     a->block_col = cols;
     a->bias = take(s, bias_o, a->m, 0, 1, "bias");

@@ -130,8 +130,13 @@ static size_t depthwise_scratch_floats(const depthwise_args *a) {
 
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AUTO = -1 };
 
-/* Below this many columns per thread, threads split rows instead (see run_threads). */
-#define COLUMNS_PER_THREAD 256
+/* Below this many columns per thread, threads split rows instead (see run_threads). A row
+ * share copies every strip of X, so from 64 columns a thread a column split scales better:
+ * 256x256x256 4x1 blocks 1.02x -> 1.69x on 2 threads, 512x512x196 1.72x -> 1.79x (best of 40
+ * runs); at N = 49 rows stay better (1.89x against 1.31x for columns). */
+#define COLUMNS_PER_THREAD 64
+/* Column items are at least this wide (narrower tiles keep fewer FMA chains in flight). */
+#define MIN_ITEM_COLUMNS 32
 
 static int cpu_has_avx2_fma(void) {
 #ifdef HAVE_AVX2_BUILD
@@ -211,10 +216,14 @@ static void spmm_item(void *ctx, int t, int thread) {
     }
 }
 
-/* One contiguous share per thread: the columns when every thread gets several full-width tiles
- * (weights shared, X strips private), else the block rows balanced by stored blocks, so each
- * share runs the same tile sequence as one thread would and copies X's strips once (strips:
- * finer row items would each copy all of X). */
+/* Columns when every thread gets COLUMNS_PER_THREAD or more (weights shared, X strips private),
+ * in up to ITEMS_PER_THREAD items a thread taken first come first served (thread_pool.h): when
+ * one core runs slower for a while (on this 2-vCPU VM one core's throughput drops 20-50% at
+ * times while both are busy) the other takes more items. Median 2-thread scaling over 1 thread
+ * went 1.46 -> 1.75 (128x128x3136 CSR), 1.30 -> 1.59 (256x256x784 4x1), 1.82 -> 2.02
+ * (768x768x512 4x1) against one item a thread. Else one share of block rows per thread,
+ * balanced by stored blocks, so each copies X's strips once (finer row items would each copy
+ * all of X). */
 static void run_threads(range_fn fn, const spmm_args *a, int threads) {
     spmm_job job = {fn, a, 0, threads, (a->m + a->block_rows - 1) / a->block_rows, (a->n + 7) / 8};
     if (threads <= 1 || (job.mblocks < 2 && job.col_groups < 2)) {
@@ -222,6 +231,11 @@ static void run_threads(range_fn fn, const spmm_args *a, int threads) {
         return;
     }
     job.split_cols = a->n >= threads * COLUMNS_PER_THREAD || job.mblocks < 2 * threads;
+    if (job.split_cols) {
+        const int wide = a->n / MIN_ITEM_COLUMNS, most = threads * ITEMS_PER_THREAD;
+        job.items = wide < most ? wide : most;
+        if (job.items < threads) job.items = threads;
+    }
     const int units = job.split_cols ? job.col_groups : job.mblocks;
     if (job.items > units) job.items = units;
     pool_run(spmm_item, &job, job.items, threads);

@@ -8,7 +8,12 @@ Ours starts from the already exported ONNX file, loaded fresh for every run with
 scoring, planning and surgery in place (``prune(copy=False)``, as Torch-Pruning prunes its module
 in place); the strict validity check is timed separately. Torch-Pruning starts from a fresh module
 and covers MetaPruner construction (dependency graph) and ``step()`` with L1 magnitude at the same
-ratio. Both run on one thread.
+ratio.
+
+Threads: Torch-Pruning runs with ``--torch-threads`` torch threads (default 1). Ours is Python on
+one thread plus, where the process may use two or more cores, one helper thread for the
+memory-bound passes (weight norms in scoring, copies of kept weights in surgery). Run the whole
+bench under ``taskset -c 0`` to give each side one core.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.zoo_coverage import torch_pruning_step  # noqa: E402
 from onnx_graph import analyze, check_model, load, lower, prune, save  # noqa: E402
+from onnx_graph.cores import available_cores  # noqa: E402
 from onnx_graph.testing import randomize_module  # noqa: E402
 from spa import plan_uniform  # noqa: E402
 
@@ -77,13 +83,17 @@ def main() -> None:
     parser.add_argument("--models", default="resnet50")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch-threads", type=int, default=1, help="for Torch-Pruning")
     parser.add_argument(
         "--allow-inexact",
         action="store_true",
         help="also prune LayerNorm-coupled embedding channels (as Torch-Pruning does)",
     )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
+    print(
+        f"cores available: {available_cores()}, Torch-Pruning torch threads: {args.torch_threads}\n"
+    )
     print(
         "| model | ours: analysis + scoring + surgery s (median) | load s | strict check s "
         "| Torch-Pruning s (median) | speed-up |"

@@ -13,7 +13,13 @@ import onnx_ir as ir
 
 from onnx_graph.analysis_context import values_by_name
 from onnx_graph.gc_pause import without_gc
-from onnx_graph.kept_slices import Cuts, compact_kept, exclusively_owned, kept_slices
+from onnx_graph.kept_slices import (
+    BackgroundGather,
+    Cuts,
+    compact_kept,
+    exclusively_owned,
+    kept_slices,
+)
 from onnx_graph.plan import PruningPlan
 from onnx_graph.rules.base import rule_for
 from onnx_graph.surgery_context import SurgeryContext
@@ -45,26 +51,55 @@ def prune(
     axes_by_value: dict[str, list[tuple[int, np.ndarray]]] = {}
     for (name, axis), positions in kept.items():
         axes_by_value.setdefault(name, []).append((axis, positions))
-    for name, cuts in axes_by_value.items():
-        value = values[name]
-        assert value.shape is not None
-        dims: list[int | ir.SymbolicDim | None] = list(value.shape)
-        for axis, positions in cuts:
-            original_sizes[(name, axis)] = axis_sizes[(name, axis)]
-            # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference refills it.
-            dims[axis] = len(positions) if isinstance(dims[axis], int) else None
-        if value.const_value is not None:
-            value.const_value = ir.Tensor(_cut_weight(value, cuts), name=value.name)
-        value.shape = ir.Shape(dims)
-    ctx = SurgeryContext(pruned.graph, kept, original_sizes, axis_sizes)
-    for node in list(pruned.graph):
-        rule = rule_for(node)
-        if rule is not None and any(ctx.changed(v) for v in (*node.inputs, *node.outputs)):
-            rule.rewrite(node, ctx)
+    # Large weights go first to a helper thread, which slices them while the small ones, the
+    # value shapes and the node rewrites below run here; their values hold no tensor until then
+    # (no rule reads weight data during surgery).
+    background = BackgroundGather()
+    waiting = [
+        values[name] for name, cuts in axes_by_value.items()
+        if _queue_large_weight(values[name], cuts, background)
+    ]  # fmt: skip
+    try:
+        background.start()
+        for name, cuts in axes_by_value.items():
+            value = values[name]
+            assert value.shape is not None
+            dims: list[int | ir.SymbolicDim | None] = list(value.shape)
+            for axis, positions in cuts:
+                original_sizes[(name, axis)] = axis_sizes[(name, axis)]
+                # A symbolic dim (batch * heads, analysed at batch 1) becomes unknown: inference
+                # refills it.
+                dims[axis] = len(positions) if isinstance(dims[axis], int) else None
+            if value.const_value is not None:  # not queued above
+                value.const_value = ir.Tensor(_cut_weight(value, cuts), name=value.name)
+            value.shape = ir.Shape(dims)
+        ctx = SurgeryContext(pruned.graph, kept, original_sizes, axis_sizes)
+        for node in list(pruned.graph):
+            rule = rule_for(node)
+            if rule is not None and any(ctx.changed(v) for v in (*node.inputs, *node.outputs)):
+                rule.rewrite(node, ctx)
+    finally:
+        # Also on an error: no weight is left without its data.
+        for value, array in zip(waiting, background.finish(), strict=True):
+            value.const_value = ir.Tensor(array, name=value.name)
     _drop_unused_initializers(pruned.graph)
     if validate:
         check_model(pruned)
     return pruned
+
+
+def _queue_large_weight(value: ir.Value, cuts: Cuts, background: BackgroundGather) -> bool:
+    """Hand ``value``'s data to ``background`` when it takes it (large, floating, in memory);
+    the value then holds no tensor until the caller assigns ``background.finish()``'s result."""
+    tensor = value.const_value
+    if type(tensor) is not ir.Tensor or not background.accepts(tensor.numpy()):
+        return False
+    array = tensor.numpy()
+    value.const_value = None
+    del tensor
+    in_place = exclusively_owned(array, references=1)  # alone: call arguments hold references
+    background.add(array, cuts, in_place)
+    return True
 
 
 def _cut_weight(value: ir.Value, cuts: Cuts) -> np.ndarray:

@@ -152,7 +152,13 @@ class MagnitudeCriterion(ImportanceCriterion):
         self.reduction = reduction
 
     def prepare(self, model: ir.Model, groups: GroupSet) -> None:
-        self._bind(model, fresh=True)  # weights may have changed since the last prepare
+        cache = self._bind(model, fresh=True)  # weights may have changed since the last prepare
+        cache.prefetch(
+            (member.value_name, member.axis)
+            for group in groups.prunable
+            for member in group.parameters
+            if member.value_name not in self._statistics
+        )
 
     def _bind(self, model: ir.Model, fresh: bool = False) -> ChannelNormCache:
         """Norm cache for ``model`` (shared by the groups of one scoring pass)."""

@@ -57,43 +57,61 @@ static char *gather_level(const char *src, char *dst, const Dim *dims, int level
     return dst + (size_t)dim->count * block;
 }
 
-/* gather(src, dst, sizes, kept, block): see the module docstring of onnx_graph.kept_slices. */
-static PyObject *py_gather(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer src, dst;
-    PyObject *sizes, *kept_list;
-    Py_ssize_t block;
-    if (!PyArg_ParseTuple(args, "y*w*O!O!n", &src, &dst, &PyTuple_Type, &sizes, &PyTuple_Type,
-                          &kept_list, &block))
-        return NULL;
-    Py_buffer views[MAX_DIMS];
-    int held = 0;
-    PyObject *result = NULL;
+/* One gather's arguments, parsed and checked while holding the GIL; the copy itself needs none. */
+typedef struct {
+    Py_buffer src, dst, views[MAX_DIMS];
+    int held, have_src, have_dst, nd;
     Dim dims[MAX_DIMS];
+    Py_ssize_t block, kept_bytes;
+} Job;
+
+static void job_release(Job *job) {
+    for (int i = 0; i < job->held; ++i) PyBuffer_Release(&job->views[i]);
+    if (job->have_src) PyBuffer_Release(&job->src);
+    if (job->have_dst) PyBuffer_Release(&job->dst);
+    job->held = job->have_src = job->have_dst = 0;
+}
+
+/* Fills ``job`` from (src, dst, sizes, kept, block); 0, or -1 with an exception set (the job's
+ * buffers are released either way on failure). */
+static int job_parse(Job *job, PyObject *src_o, PyObject *dst_o, PyObject *sizes,
+                     PyObject *kept_list, Py_ssize_t block) {
+    memset(job, 0, sizeof *job);
+    if (!PyTuple_Check(sizes) || !PyTuple_Check(kept_list)) {
+        PyErr_SetString(PyExc_TypeError, "gather: sizes and kept must be tuples");
+        return -1;
+    }
+    if (PyObject_GetBuffer(src_o, &job->src, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    job->have_src = 1;
+    if (PyObject_GetBuffer(dst_o, &job->dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto fail;
+    job->have_dst = 1;
     const Py_ssize_t nd = PyTuple_GET_SIZE(sizes);
     if (nd < 1 || nd > MAX_DIMS || PyTuple_GET_SIZE(kept_list) != nd || block < 1) {
         PyErr_SetString(PyExc_ValueError, "gather: 1 to 32 dims, one kept entry each, block >= 1");
-        goto done;
+        goto fail;
     }
+    job->nd = (int)nd;
+    job->block = block;
     Py_ssize_t source_bytes = block, kept_bytes = block;
     for (Py_ssize_t d = nd - 1; d >= 0; --d) {
         const Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, d));
         if (size < 0) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "gather: negative size");
-            goto done;
+            goto fail;
         }
-        dims[d].stride = (size_t)source_bytes;
-        dims[d].kept = NULL;
-        dims[d].count = size;
+        Dim *dim = &job->dims[d];
+        dim->stride = (size_t)source_bytes;
+        dim->kept = NULL;
+        dim->count = size;
         PyObject *entry = PyTuple_GET_ITEM(kept_list, d);
         if (entry != Py_None) {
-            if (PyObject_GetBuffer(entry, &views[held], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-                goto done;
-            Py_buffer *view = &views[held++];
+            Py_buffer *view = &job->views[job->held];
+            if (PyObject_GetBuffer(entry, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto fail;
+            job->held++;
             if (view->itemsize != 8 || view->format == NULL ||
                 (strcmp(view->format, "q") != 0 && strcmp(view->format, "l") != 0)) {
                 PyErr_SetString(PyExc_TypeError, "gather: kept positions must be int64");
-                goto done;
+                goto fail;
             }
             const int64_t *kept = (const int64_t *)view->buf;
             const Py_ssize_t count = view->len / 8;
@@ -102,33 +120,87 @@ static PyObject *py_gather(PyObject *self, PyObject *args) {
                     PyErr_Format(PyExc_ValueError,
                                  "gather: kept positions of dim %zd must increase within [0, %zd)",
                                  d, size);
-                    goto done;
+                    goto fail;
                 }
             }
-            dims[d].kept = kept;
-            dims[d].count = count;
+            dim->kept = kept;
+            dim->count = count;
         }
-        if (d == nd - 1 && dims[d].kept == NULL) {
+        if (d == nd - 1 && dim->kept == NULL) {
             PyErr_SetString(PyExc_ValueError, "gather: the innermost dim must be cut");
-            goto done;
+            goto fail;
         }
         source_bytes *= size;
-        kept_bytes *= dims[d].count;
+        kept_bytes *= dim->count;
     }
-    if (src.len != source_bytes || dst.len < kept_bytes) {
+    if (job->src.len != source_bytes || job->dst.len < kept_bytes) {
         PyErr_Format(PyExc_ValueError,
                      "gather: source has %zd bytes (dims say %zd), destination %zd (needs %zd)",
-                     src.len, source_bytes, dst.len, kept_bytes);
-        goto done;
+                     job->src.len, source_bytes, job->dst.len, kept_bytes);
+        goto fail;
+    }
+    job->kept_bytes = kept_bytes;
+    return 0;
+fail:
+    job_release(job);
+    return -1;
+}
+
+static void job_run(const Job *job) {
+    gather_level((const char *)job->src.buf, (char *)job->dst.buf, job->dims, 0, job->nd - 1,
+                 (size_t)job->block);
+}
+
+/* gather(src, dst, sizes, kept, block): see the module docstring of onnx_graph.kept_slices. */
+static PyObject *py_gather(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *src_o, *dst_o, *sizes, *kept_list;
+    Py_ssize_t block;
+    Job job;
+    if (!PyArg_ParseTuple(args, "OOO!O!n", &src_o, &dst_o, &PyTuple_Type, &sizes, &PyTuple_Type,
+                          &kept_list, &block))
+        return NULL;
+    if (job_parse(&job, src_o, dst_o, sizes, kept_list, block) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    job_run(&job);
+    Py_END_ALLOW_THREADS
+    job_release(&job);
+    return PyLong_FromSsize_t(job.kept_bytes);
+}
+
+/* gather_many(jobs): every (src, dst, sizes, kept, block) of the list checked first, then all
+ * copied in order with the GIL released once, so a Python thread running this leaves the
+ * interpreter to the caller's other work for the whole batch (a GIL taken back between copies
+ * waits for the busy thread's switch interval, 5 ms). Nothing is copied if any job is bad. */
+static PyObject *py_gather_many(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list)) return NULL;
+    const Py_ssize_t count = PyList_GET_SIZE(list);
+    Job *jobs = PyMem_Calloc(count > 0 ? (size_t)count : 1, sizeof(Job));
+    if (!jobs) return PyErr_NoMemory();
+    Py_ssize_t parsed = 0;
+    PyObject *result = NULL;
+    for (; parsed < count; ++parsed) {
+        PyObject *item = PyList_GET_ITEM(list, parsed), *src_o, *dst_o, *sizes, *kept_list;
+        Py_ssize_t block;
+        if (!PyTuple_Check(item) ||
+            !PyArg_ParseTuple(item, "OOOOn", &src_o, &dst_o, &sizes, &kept_list, &block)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "gather_many: jobs are tuples");
+            goto done;
+        }
+        if (job_parse(&jobs[parsed], src_o, dst_o, sizes, kept_list, block) < 0) goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    gather_level((const char *)src.buf, (char *)dst.buf, dims, 0, (int)nd - 1, (size_t)block);
+    for (Py_ssize_t i = 0; i < count; ++i) job_run(&jobs[i]);
     Py_END_ALLOW_THREADS
-    result = PyLong_FromSsize_t(kept_bytes);
+    result = PyList_New(count);
+    for (Py_ssize_t i = 0; result && i < count; ++i)
+        PyList_SET_ITEM(result, i, PyLong_FromSsize_t(jobs[i].kept_bytes));
 done:
-    for (int i = 0; i < held; ++i) PyBuffer_Release(&views[i]);
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
+    for (Py_ssize_t i = 0; i < parsed; ++i) job_release(&jobs[i]);
+    PyMem_Free(jobs);
     return result;
 }
 
@@ -137,6 +209,9 @@ static PyMethodDef methods[] = {
      "gather(src, dst, sizes, kept, block) -> bytes written: copy the kept blocks of src (viewed "
      "as dims of `sizes` over contiguous blocks of `block` bytes; kept[d] is an increasing int64 "
      "array or None for all) to dst in order. dst may be src itself."},
+    {"gather_many", py_gather_many, METH_VARARGS,
+     "gather_many([(src, dst, sizes, kept, block), ...]) -> bytes written per job: every job "
+     "checked, then all copied with the GIL released once."},
     {NULL, NULL, 0, NULL},
 };
 

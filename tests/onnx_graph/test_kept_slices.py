@@ -160,3 +160,89 @@ def test_in_place_prune_reuses_owned_buffers_and_spares_held_arrays() -> None:
     assert _address(pruned.graph.initializers[second].const_value.numpy()) == free_address
     images = np.random.default_rng(0).standard_normal((1, 3, 12, 12)).astype(np.float32)
     np.testing.assert_allclose(run_onnx(pruned, images)[0], run_onnx(reference, images)[0])
+
+
+def test_background_gather_matches_takes_in_place_and_into_new_arrays() -> None:
+    rng = np.random.default_rng(9)
+    background = kept_module.BackgroundGather()
+    owned = rng.standard_normal((512, 768)).astype(np.float32)  # 1.5 MiB: accepted
+    held = rng.standard_normal((768, 512)).astype(np.float32)
+    held_before = held.copy()
+    small = rng.standard_normal((16, 16)).astype(np.float32)
+    ints = np.arange(512 * 768, dtype=np.int64).reshape(512, 768)
+    assert background.accepts(owned) and background.accepts(held)
+    assert not background.accepts(small) and not background.accepts(ints)  # small, not floating
+    owned_cuts = [(0, np.arange(0, 512, 2)), (1, np.arange(1, 768, 3))]
+    held_cuts = [(1, np.sort(rng.choice(512, 100, replace=False)))]
+    expected_owned = owned[np.ix_(owned_cuts[0][1], owned_cuts[1][1])].copy()
+    expected_held = held[:, held_cuts[0][1]]
+    address = _address(owned)
+    background.add(owned, owned_cuts, in_place=True)
+    background.add(held, held_cuts, in_place=False)
+    background.start()
+    assert not background.accepts(owned)  # nothing can join once started
+    found_owned, found_held = background.finish()
+    assert found_owned is owned and _address(owned) == address  # compacted in its own buffer
+    np.testing.assert_array_equal(found_owned, expected_owned)
+    np.testing.assert_array_equal(found_held, expected_held)
+    np.testing.assert_array_equal(held, held_before)  # the held array is only read
+    assert background.finish() == []  # done: nothing left
+
+
+def test_background_gather_reports_a_bad_job_in_the_callers_thread() -> None:
+    background = kept_module.BackgroundGather()
+    array = np.zeros((1024, 512), dtype=np.float32)
+    background.add(array, [(0, np.arange(4))], in_place=False)
+    background._jobs[0] = (array, array, (1024,), (np.array([3, 1]),), 2048)  # broken on purpose
+    background.start()
+    with pytest.raises(ValueError, match="must increase"):
+        background.finish()
+
+
+def test_prune_with_and_without_the_background_gather_agree(monkeypatch) -> None:
+    """Large weights are sliced on a helper thread while the nodes are rewritten: same model."""
+    import onnx_ir as ir
+    import torch
+
+    import onnx_graph as og
+    from onnx_graph.testing import randomize_module
+    from spa.allocation import plan_uniform
+
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(64, 256, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(256, 256, 3),  # 2.4 MB
+    )
+    model = og.lower(randomize_module(module, seed=7), (torch.randn(1, 64, 8, 8),))
+    for name, value in model.graph.initializers.items():
+        value.const_value = ir.Tensor(np.array(value.const_value.numpy(), copy=True), name=name)
+    plan = plan_uniform(model, og.analyze(model), 0.5, criterion="l1")
+    before = {n: v.const_value.numpy().copy() for n, v in model.graph.initializers.items()}
+    started: list[int] = []
+    original_start = kept_module.BackgroundGather.start
+
+    def counting_start(self) -> None:
+        started.append(len(self._jobs))
+        original_start(self)
+
+    monkeypatch.setattr(kept_module.BackgroundGather, "start", counting_start)
+    copied = og.prune(model, plan)  # the clone shares tensors: sliced into new arrays
+    for name, array in before.items():  # the original is untouched
+        np.testing.assert_array_equal(model.graph.initializers[name].const_value.numpy(), array)
+    monkeypatch.setattr(kept_module.BackgroundGather, "MIN_BYTES", 1 << 62)
+    synchronous = og.prune(model, plan)
+    monkeypatch.setattr(kept_module.BackgroundGather, "MIN_BYTES", 1 << 20)
+    in_place = og.prune(model, plan, copy=False)
+    assert started == [1, 0, 1]  # the 256x256x3x3 weight went to the helper thread
+    for pruned in (copied, in_place):
+        weights = pruned.graph.initializers
+        assert sorted(weights) == sorted(synchronous.graph.initializers)
+        for name, value in synchronous.graph.initializers.items():
+            np.testing.assert_array_equal(
+                weights[name].const_value.numpy(), value.const_value.numpy()
+            )
+
+
+def test_background_gather_takes_nothing_on_one_core(monkeypatch) -> None:
+    monkeypatch.setattr(kept_module, "available_cores", lambda: 1)
+    assert not kept_module.BackgroundGather().accepts(np.zeros((1024, 512), dtype=np.float32))

@@ -72,3 +72,55 @@ def test_member_norms_sum_positions_into_channels() -> None:
     np.testing.assert_allclose(norms, column.reshape(3, 2).sum(axis=1))
     # The pass also cached axis 0: no second read of the tensor for the output channels.
     np.testing.assert_allclose(cache.per_position("w", 0), np.abs(weight).sum(axis=1))
+
+
+def _model_with(weights: dict[str, np.ndarray]) -> ir.Model:
+    graph = ir.Graph([], [], nodes=[], name="g")
+    for name, weight in weights.items():
+        graph.register_initializer(
+            ir.Value(
+                name=name, shape=ir.Shape(weight.shape), const_value=ir.Tensor(weight, name=name)
+            )
+        )
+    return ir.Model(graph, ir_version=8)
+
+
+def test_prefetch_splits_large_weights_over_two_threads_with_equal_sums(monkeypatch) -> None:
+    import threading
+
+    rng = np.random.default_rng(2)
+    weights = {
+        "conv": rng.standard_normal((256, 128, 3, 3)).astype(np.float32),  # 1.2 MB
+        "fc": rng.standard_normal((1024, 512)).astype(np.float32),  # 2.1 MB
+        "fc2": rng.standard_normal((512, 1024)).astype(np.float32),
+        "small": rng.standard_normal((16, 8)).astype(np.float32),
+    }
+    monkeypatch.setattr(channel_norms, "available_cores", lambda: 2)
+    threads: dict[str, str] = {}
+    original_fill = ChannelNormCache._fill
+
+    def recording_fill(self, name, tensor, axis):
+        threads[name] = threading.current_thread().name
+        original_fill(self, name, tensor, axis)
+
+    monkeypatch.setattr(ChannelNormCache, "_fill", recording_fill)
+    cache = ChannelNormCache(_model_with(weights), 1)
+    cache.prefetch([("conv", 1), ("fc", 0), ("fc2", 1), ("small", 0), ("fc", 1)])
+    assert "small" not in threads  # below the size that pays for a thread
+    assert sorted(threads) == ["conv", "fc", "fc2"]
+    assert set(threads.values()) == {threading.current_thread().name, "sparsearch-norms"}
+    for name in ("conv", "fc", "fc2", "small"):
+        for axis in (0, 1):
+            np.testing.assert_allclose(
+                cache.per_position(name, axis), _reference(weights[name], axis, 1), rtol=1e-5
+            )
+    assert "small" in threads  # computed when first asked for
+
+
+def test_prefetch_does_nothing_on_one_core(monkeypatch) -> None:
+    monkeypatch.setattr(channel_norms, "available_cores", lambda: 1)
+    weights = {n: np.ones((1024, 512), dtype=np.float32) for n in ("a", "b")}
+    cache = ChannelNormCache(_model_with(weights), 2)
+    cache.prefetch([("a", 0), ("b", 0)])
+    assert cache._cache == {}
+    np.testing.assert_allclose(cache.per_position("a", 0), np.full(1024, 512.0))

@@ -50,7 +50,9 @@ class SparseMatrix:
         rows, cols = (int(v) for v in self.shape)
         br, bc = (int(v) for v in self.block_shape)
         if rows < 0 or cols < 0 or br < 1 or bc < 1:
-            raise ValueError(f"SparseMatrix: invalid shape {self.shape} or blocks {self.block_shape}")
+            raise ValueError(
+                f"SparseMatrix: invalid shape {self.shape} or blocks {self.block_shape}"
+            )
         block_ptr = _frozen(self.block_ptr, np.int32, "block_ptr")
         block_col = _frozen(self.block_col, np.int32, "block_col")
         values = _frozen(self.values, np.float32, "values")

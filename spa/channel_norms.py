@@ -4,6 +4,8 @@ Magnitude importance sums ``|w|`` (or ``w**2``) of every slice of every paramete
 group. A conv or linear weight is a member twice (output channels of one group, input channels of
 the next), so both reductions come from one read of the tensor (the compiled ``dual_sums``) and
 are cached. Scoring a ResNet-50 reads 100 MB of weights and a ViT-B 350 MB: passes are the cost.
+Magnitude criteria prefetch the large members' sums when scoring starts, split between two
+threads where the process may use two cores (``ChannelNormCache.prefetch``).
 """
 
 from __future__ import annotations

@@ -168,17 +168,35 @@ static PyObject *py_gather(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(job.kept_bytes);
 }
 
-/* gather_many(jobs): every (src, dst, sizes, kept, block) of the list checked first, then all
- * copied in order with the GIL released once, so a Python thread running this leaves the
+/* gather_many(jobs, claims=None): every (src, dst, sizes, kept, block) of the list checked
+ * first, then copied with the GIL released once, so a Python thread running this leaves the
  * interpreter to the caller's other work for the whole batch (a GIL taken back between copies
- * waits for the busy thread's switch interval, 5 ms). Nothing is copied if any job is bad. */
+ * waits for the busy thread's switch interval, 5 ms). Nothing is copied if any job is bad.
+ * ``claims``, a writable int64 buffer shared by several calls on the same list (one per
+ * thread), hands each job to whichever call takes it first (an atomic counter); without it the
+ * call runs every job. */
 static PyObject *py_gather_many(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *list;
-    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list)) return NULL;
+    PyObject *list, *claims_o = Py_None;
+    if (!PyArg_ParseTuple(args, "O!|O", &PyList_Type, &list, &claims_o)) return NULL;
+    Py_buffer claims = {0};
+    int64_t *counter = NULL;
+    if (claims_o != Py_None) {
+        if (PyObject_GetBuffer(claims_o, &claims, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+            return NULL;
+        if (claims.len < 8 || claims.itemsize != 8 || ((uintptr_t)claims.buf & 7) != 0) {
+            PyBuffer_Release(&claims);
+            PyErr_SetString(PyExc_ValueError, "gather_many: claims must be an aligned int64");
+            return NULL;
+        }
+        counter = (int64_t *)claims.buf;
+    }
     const Py_ssize_t count = PyList_GET_SIZE(list);
     Job *jobs = PyMem_Calloc(count > 0 ? (size_t)count : 1, sizeof(Job));
-    if (!jobs) return PyErr_NoMemory();
+    if (!jobs) {
+        if (counter) PyBuffer_Release(&claims);
+        return PyErr_NoMemory();
+    }
     Py_ssize_t parsed = 0;
     PyObject *result = NULL;
     for (; parsed < count; ++parsed) {
@@ -192,15 +210,21 @@ static PyObject *py_gather_many(PyObject *self, PyObject *args) {
         }
         if (job_parse(&jobs[parsed], src_o, dst_o, sizes, kept_list, block) < 0) goto done;
     }
+    Py_ssize_t ran = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; ++i) job_run(&jobs[i]);
+    for (;;) {
+        const Py_ssize_t i =
+            counter ? (Py_ssize_t)__atomic_fetch_add(counter, 1, __ATOMIC_RELAXED) : ran;
+        if (i >= count) break;
+        job_run(&jobs[i]);
+        ++ran;
+    }
     Py_END_ALLOW_THREADS
-    result = PyList_New(count);
-    for (Py_ssize_t i = 0; result && i < count; ++i)
-        PyList_SET_ITEM(result, i, PyLong_FromSsize_t(jobs[i].kept_bytes));
+    result = PyLong_FromSsize_t(ran);
 done:
     for (Py_ssize_t i = 0; i < parsed; ++i) job_release(&jobs[i]);
     PyMem_Free(jobs);
+    if (counter) PyBuffer_Release(&claims);
     return result;
 }
 
@@ -210,8 +234,9 @@ static PyMethodDef methods[] = {
      "as dims of `sizes` over contiguous blocks of `block` bytes; kept[d] is an increasing int64 "
      "array or None for all) to dst in order. dst may be src itself."},
     {"gather_many", py_gather_many, METH_VARARGS,
-     "gather_many([(src, dst, sizes, kept, block), ...]) -> bytes written per job: every job "
-     "checked, then all copied with the GIL released once."},
+     "gather_many([(src, dst, sizes, kept, block), ...], claims=None) -> jobs this call ran: "
+     "every job checked, then copied with the GIL released once; calls sharing an int64 "
+     "`claims` counter split the jobs between them."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnx_graph.analysis_context import AnalysisContext, constant_array, static_shape
+from onnx_graph.analysis_context import AnalysisContext, constant_array
 
 AxisRef = tuple[ir.Value | None, int]
 
@@ -41,7 +41,8 @@ def required_input(node: ir.Node, index: int) -> ir.Value:
 
 
 def rank(value: ir.Value | None) -> int | None:
-    shape = static_shape(value)
+    """The value's rank, None when unknown (its shape's length: no dims are read)."""
+    shape = value.shape if value is not None else None
     return None if shape is None else len(shape)
 
 

@@ -246,3 +246,19 @@ def test_prune_with_and_without_the_background_gather_agree(monkeypatch) -> None
 def test_background_gather_takes_nothing_on_one_core(monkeypatch) -> None:
     monkeypatch.setattr(kept_module, "available_cores", lambda: 1)
     assert not kept_module.BackgroundGather().accepts(np.zeros((1024, 512), dtype=np.float32))
+
+
+def test_gather_many_hands_each_job_to_one_caller_through_shared_claims() -> None:
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal((6, 10)).astype(np.float32) for _ in range(5)]
+    kept = np.array([1, 4, 7], dtype=np.int64)
+    results = [np.empty((6, 3), dtype=np.float32) for _ in arrays]
+    jobs = [(a, r, (6, 10), (None, kept), 4) for a, r in zip(arrays, results, strict=True)]
+    claims = np.zeros(1, dtype=np.int64)
+    assert kept_module.gather_many(jobs, claims) == 5  # the first caller takes every job
+    assert kept_module.gather_many(jobs, claims) == 0  # nothing left for a second one
+    for array, result in zip(arrays, results, strict=True):
+        np.testing.assert_array_equal(result, array[:, kept])
+    assert kept_module.gather_many(jobs) == 5  # without claims: every job
+    with pytest.raises(ValueError, match="aligned int64"):
+        kept_module.gather_many(jobs, np.zeros(1, dtype=np.int32))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from onnx_graph.analysis_context import AnalysisContext
@@ -95,11 +95,7 @@ def _identity_classes(ctx: AnalysisContext) -> _Classes:
     sizes = np.fromiter((a.size for a in ctx.axes), dtype=np.int64, count=len(ctx.axes))
     pairs = ctx.identity_pairs()
     num_axes = len(sizes)
-    axis_graph = coo_matrix(
-        (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(num_axes, num_axes)
-    )
-    _, of_axis = connected_components(axis_graph, directed=False)
-    of_axis = of_axis.astype(np.int64)
+    of_axis = _components(num_axes, pairs[:, 0], pairs[:, 1])
     # Identity couplings only join equal sizes, so a class's size is that of any member.
     class_size = np.zeros(int(of_axis.max()) + 1 if num_axes else 0, dtype=np.int64)
     class_size[of_axis] = sizes
@@ -111,12 +107,24 @@ def _identity_classes(ctx: AnalysisContext) -> _Classes:
     start = class_base[of_axis]  # first compact position of each axis's class
     source = np.concatenate([start[axis] + positions for axis, positions, _, _ in edges])
     target = np.concatenate([start[axis] + positions for _, _, axis, positions in edges])
-    adjacency = coo_matrix(
-        (np.ones(len(source), dtype=np.int8), (source, target)),
-        shape=(compact_total, compact_total),
-    )
-    _, channel = connected_components(adjacency, directed=False)
-    return _Classes(of_axis, class_base, class_size, channel.astype(np.int64))
+    return _Classes(of_axis, class_base, class_size, _components(compact_total, source, target))
+
+
+def _components(count: int, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of ``count`` nodes joined by edges source[i]-target[i].
+
+    The edges go straight into a CSR matrix (one stable sort by source; duplicates and unsorted
+    columns are harmless to connectivity) with float64 weights, the dtype scipy's csgraph works
+    in: a COO matrix cost a duplicate-summing conversion and a dtype copy on top (ViT-B: 86k
+    positions, 129k edges, 4.3 -> 2.6 ms). Weak components of the directed graph are the
+    components of the undirected one.
+    """
+    order = np.argsort(source, kind="stable")
+    indptr = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(source, minlength=count), out=indptr[1:])
+    graph = csr_matrix((np.ones(len(source)), target[order], indptr), shape=(count, count))
+    _, labels = connected_components(graph, directed=True, connection="weak")
+    return labels.astype(np.int64)
 
 
 def _groups(

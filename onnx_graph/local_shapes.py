@@ -133,11 +133,8 @@ def _computed(
             input_shapes.append(dims)  # type: ignore[arg-type]
 
     def constant(index: int) -> np.ndarray | None:
-        value = node.inputs[index] if index < len(node.inputs) else None
-        tensor = value.const_value if value is not None else None
-        if tensor is None or not tensor.dtype.is_integer() or tensor.size > _DATA_MAX_ELEMENTS:
-            return None
-        return tensor.numpy()
+        tensor = _small_int_constant(node.inputs[index] if index < len(node.inputs) else None)
+        return None if tensor is None else tensor.numpy()
 
     found = output_shapes(node, input_shapes, constant)
     if found is None or len(found) != len(node.outputs):
@@ -151,6 +148,15 @@ def _computed(
     for value, dims in zip(node.outputs, checked, strict=True):
         shapes[value.name or ""] = dims  # type: ignore[assignment]
     return True
+
+
+def _small_int_constant(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The value's data when it is an integer constant small enough to be read as data (a
+    Reshape target, Slice bounds, Split sizes); None otherwise."""
+    tensor = value.const_value if value is not None else None
+    if tensor is None or not tensor.dtype.is_integer() or tensor.size > _DATA_MAX_ELEMENTS:
+        return None
+    return tensor
 
 
 def _evaluated(
@@ -216,14 +222,11 @@ def _infer_nodes(
             if value is None or not value.name or value.name in produced or value.name in seen:
                 continue
             seen.add(value.name)
-            tensor = value.const_value
-            if (
-                tensor is not None
-                and tensor.dtype.is_integer()
-                and tensor.size <= _DATA_MAX_ELEMENTS
-            ):
-                initializers.append(ir.serde.serialize_tensor(tensor))
+            data = _small_int_constant(value)
+            if data is not None:
+                initializers.append(ir.serde.serialize_tensor(data))
                 continue
+            tensor = value.const_value
             dims = list(tensor.shape.numpy()) if tensor is not None else shapes.get(value.name)
             if dims is None or value.dtype is None:
                 return None

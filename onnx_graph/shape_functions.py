@@ -18,22 +18,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnx_graph.op_tables import table_decorator
+
 Dims = list[int]
 Constant = Callable[[int], "np.ndarray | None"]
 ShapeFunction = Callable[[ir.Node, Sequence["Dims | None"], Constant], "list[Dims] | None"]
 
 _FUNCTIONS: dict[str, ShapeFunction] = {}
-
-
-def register_shape(*op_types: str) -> Callable[[ShapeFunction], ShapeFunction]:
-    """Register a shape function for ``op_types`` (default ONNX domain)."""
-
-    def decorate(function: ShapeFunction) -> ShapeFunction:
-        for op_type in op_types:
-            _FUNCTIONS[op_type] = function
-        return function
-
-    return decorate
+#: ``@register_shape("Add", ...)``: the shape function of these op types (default ONNX domain).
+register_shape = table_decorator(_FUNCTIONS)
 
 
 def output_shapes(

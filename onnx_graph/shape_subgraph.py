@@ -14,18 +14,12 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
+from onnx_graph.op_tables import table_decorator
+
 Entries = list[int | str]
 _Evaluator = Callable[[ir.Node, list[Entries | None]], Entries | None]
 _EVALUATORS: dict[str, _Evaluator] = {}
-
-
-def _evaluator(*op_types: str) -> Callable[[_Evaluator], _Evaluator]:
-    def register(function: _Evaluator) -> _Evaluator:
-        for op_type in op_types:
-            _EVALUATORS[op_type] = function
-        return function
-
-    return register
+_evaluator = table_decorator(_EVALUATORS)
 
 
 def symbolic_entries(value: ir.Value | None, depth: int = 12) -> Entries | None:

@@ -94,33 +94,41 @@ def _queue_large_weight(value: ir.Value, cuts: Cuts, background: BackgroundGathe
     tensor = value.const_value
     if type(tensor) is not ir.Tensor or not background.accepts(tensor.numpy()):
         return False
-    array = tensor.numpy()
-    value.const_value = None
     del tensor
-    in_place = exclusively_owned(array, references=1)  # alone: call arguments hold references
-    background.add(array, cuts, in_place)
+    array, owned = _release_array(value)
+    background.add(array, cuts, in_place=owned)
     return True
 
 
 def _cut_weight(value: ir.Value, cuts: Cuts) -> np.ndarray:
-    """The kept part of ``value``'s data; compacted in its own buffer when nothing else holds it.
-
-    The value lets go of its tensor first, so that an array only this model refers to is
-    recognised as such (a clone sharing the tensor, a user's reference or a view keep it).
-    """
+    """The kept part of ``value``'s data; compacted in its own buffer when nothing else holds it."""
     tensor = value.const_value
     assert tensor is not None
     if type(tensor) is ir.Tensor:
-        array = tensor.numpy()
-        value.const_value = None
         del tensor
-        if exclusively_owned(array, references=1):
-            return compact_kept(array, cuts)
-        return kept_slices(array, cuts)
+        array, owned = _release_array(value)
+        return compact_kept(array, cuts) if owned else kept_slices(array, cuts)
     result = kept_slices(tensor.numpy(), cuts)
     if isinstance(tensor, ir.ExternalTensor):
         tensor.release()  # unmap: a large model's weights are read one at a time
     return result
+
+
+def _release_array(value: ir.Value) -> tuple[np.ndarray, bool]:
+    """The in-memory array of ``value``'s tensor, which the value lets go of, and whether
+    nothing else holds it (then it may be compacted in place).
+
+    The value drops its tensor first, so that an array only this model refers to is recognised
+    as such (a clone sharing the tensor, a user's reference or a view keep it). The check runs
+    here, with the array in one local name and no call argument holding it.
+    """
+    tensor = value.const_value
+    assert type(tensor) is ir.Tensor
+    array = tensor.numpy()
+    value.const_value = None
+    del tensor
+    owned = exclusively_owned(array, references=1)
+    return array, owned
 
 
 def zero_out(model: ir.Model, plan: PruningPlan) -> ir.Model:

@@ -88,8 +88,8 @@ class ChannelNormCache:
         self._fill(value_name, tensor, axis)
         return self._cache[(value_name, axis)][1]
 
-    def _fill(self, value_name: str, tensor: object, axis: int) -> None:
-        array = tensor.numpy()  # type: ignore[attr-defined]
+    def _fill(self, value_name: str, tensor: ir.TensorProtocol, axis: int) -> None:
+        array = tensor.numpy()
         wanted = {axis} | ({0, 1} & set(range(array.ndim)) if axis in (0, 1) else set())
         for found_axis, sums in axis_magnitudes(array, wanted, self.order).items():
             self._cache[(value_name, found_axis)] = (tensor, sums)
@@ -104,7 +104,7 @@ class ChannelNormCache:
         """
         if dual_sums is None or available_cores() < 2:
             return
-        todo: dict[str, tuple[object, int, int]] = {}
+        todo: dict[str, tuple[ir.TensorProtocol, int, int]] = {}
         for value_name, axis in wanted:
             value = self.model.graph.initializers.get(value_name)
             tensor = value.const_value if value is not None else None

@@ -171,13 +171,10 @@ def pack_blocks(dense: np.ndarray, block_shape: tuple[int, int]) -> SparseMatrix
     counts = np.bincount(block_rows_idx, minlength=row_blocks)
     block_ptr = np.zeros(row_blocks + 1, dtype=np.int32)
     np.cumsum(counts, out=block_ptr[1:])
-    return SparseMatrix(
-        shape=(rows, cols),
-        block_shape=(br, bc),
-        block_ptr=block_ptr,
-        block_col=starts.astype(np.int32),
-        values=np.ascontiguousarray(values.reshape(-1), dtype=np.float32),
-    )
+    arrays = block_ptr, starts.astype(np.int32), np.ascontiguousarray(values.reshape(-1))
+    for array in arrays:  # fresh and ours alone: frozen here, SparseMatrix need not copy them
+        array.flags.writeable = False
+    return SparseMatrix((rows, cols), (br, bc), *arrays)
 
 
 def to_dense(matrix: SparseMatrix) -> np.ndarray:

@@ -120,6 +120,52 @@ def test_gather_refuses_mismatched_buffers() -> None:
         )
 
 
+def _kept_patterns(size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Kept positions of the shapes the innermost copy is planned for."""
+    heads = np.sort(rng.choice(size // 16, size // 32, replace=False))
+    return {
+        "scattered": np.sort(rng.choice(size, size // 2, replace=False)),  # 8-lane packing
+        "runs of 16": (heads[:, None] * 16 + np.arange(16)).ravel(),  # whole heads: memmove
+        "dense chunks": np.flatnonzero(np.arange(size) % 8 != 3),  # 7 of every 8
+        "last only": np.array([size - 1]),
+        "all": np.arange(size),
+    }
+
+
+@pytest.mark.parametrize("inner", [203, 256, 7])  # tail past the full 8-chunks; none; no chunk
+@pytest.mark.parametrize("in_place", [False, True])
+def test_every_innermost_copy_plan_equals_take(inner: int, in_place: bool) -> None:
+    rng = np.random.default_rng(inner)
+    for label, columns in _kept_patterns(inner, rng).items():
+        for rows in (None, np.sort(rng.choice(9, 4, replace=False))):
+            array = rng.standard_normal((9, inner)).astype(np.float32)
+            expected = array[:, columns] if rows is None else array[rows][:, columns]
+            cuts = [(1, columns)] if rows is None else [(0, rows), (1, columns)]
+            found = compact_kept(array, cuts) if in_place else kept_slices(array, cuts)
+            np.testing.assert_array_equal(found, expected, err_msg=label)
+
+
+def test_scalar_copy_matches_without_avx2() -> None:
+    """The portable element loop (what a CPU without AVX2 runs) gives the same results."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from onnx_graph.kept_slices import kept_slices\n"
+        "rng = np.random.default_rng(0)\n"
+        "a = rng.standard_normal((9, 203)).astype(np.float32)\n"
+        "k = np.sort(rng.choice(203, 101, replace=False))\n"
+        "assert np.array_equal(kept_slices(a, [(1, k)]), a[:, k])\n"
+        "print('ok')\n"
+    )
+    env = {**__import__("os").environ, "SPARSEARCH_GATHER_SCALAR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def _conv_pair_model():
     import onnx_ir as ir
     import torch

@@ -7,6 +7,7 @@ import pytest
 
 from onnx_graph import analyze
 from spa import channels_to_keep, plan_uniform
+from spa.allocation import _lowest
 from tests.onnx_graph.tiny_graphs import RuleCase, build_model, graph_text
 
 
@@ -56,3 +57,18 @@ def test_random_criterion_is_seeded_and_differs_from_magnitude() -> None:
     first = plan_uniform(model, groups, 0.5, criterion="random")
     second = plan_uniform(model, groups, 0.5, criterion="random")
     assert all(np.array_equal(first.removed[k], second.removed[k]) for k in first.removed)
+
+
+def test_lowest_scores_match_a_stable_sort_with_ties_and_nan() -> None:
+    """Uniform allocation's selection (a partition) picks what a stable argsort would: on ties
+    the first channels, NaN scores last."""
+    rng = np.random.default_rng(7)
+    for trial in range(500):
+        size = int(rng.integers(1, 40))
+        scores = rng.integers(0, 4, size).astype(np.float64)  # many ties
+        if trial % 3 == 0:
+            scores[rng.random(size) < 0.25] = np.nan
+        count = int(rng.integers(0, size + 2))
+        expected = np.sort(np.argsort(scores, kind="stable")[:count])
+        np.testing.assert_array_equal(_lowest(scores, count), expected)
+    np.testing.assert_array_equal(_lowest(np.array([2.0, 1.0, 1.0, 1.0, 0.5]), 3), [1, 2, 4])

@@ -71,7 +71,7 @@ static void pack_table_fill(void) {
  * place: the destination never passes the start of the next unread chunk (the kept elements
  * before a chunk are at most the elements before it). It is only done while 8 lanes fit before
  * ``limit`` (the job's kept end), the rest element by element. */
-__attribute__((target("avx2"))) static char *pack8_row(const char *src, char *dst,
+__attribute__((target("avx2,popcnt"))) static char *pack8_row(const char *src, char *dst,
                                                        const Dim *dim, const Inner *inner,
                                                        const char *limit) {
     const float *from = (const float *)src;
@@ -387,7 +387,8 @@ PyMODINIT_FUNC PyInit__kept_gather(void) {
     pack_table_fill();
 #ifdef HAVE_X86
     __builtin_cpu_init();
-    cpu_has_avx2 = __builtin_cpu_supports("avx2") && getenv("SPARSEARCH_GATHER_SCALAR") == NULL;
+    cpu_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
+                   getenv("SPARSEARCH_GATHER_SCALAR") == NULL;
 #endif
     return PyModule_Create(&module);
 }

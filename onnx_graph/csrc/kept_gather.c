@@ -53,6 +53,8 @@ typedef struct {
 #define MIN_RUN_BYTES 32
 
 static int cpu_has_avx2 = 0;
+
+#ifdef HAVE_X86
 static int32_t pack_table[256][8]; /* lanes of the set bits of a mask, low first */
 
 static void pack_table_fill(void) {
@@ -64,7 +66,6 @@ static void pack_table_fill(void) {
     }
 }
 
-#ifdef HAVE_X86
 /* Packs the kept elements of one row: every chunk of 8 source floats is loaded, permuted so its
  * kept lanes come first and stored whole at the destination, which then advances by the kept
  * count; the lanes past it are overwritten by the next store. A whole-vector store is safe in
@@ -132,10 +133,8 @@ static char *gather_level(const char *src, char *dst, const Dim *dims, int level
             memcpy(dst + (size_t)i * 8, &word, 8);
         }
     } else {
-        for (Py_ssize_t i = 0; i < dim->count; ++i) {
-            const Py_ssize_t at = dim->kept ? (Py_ssize_t)dim->kept[i] : i;
-            memmove(dst + (size_t)i * block, src + (size_t)at * block, block);
-        }
+        for (Py_ssize_t i = 0; i < dim->count; ++i)  /* the innermost dim is always cut */
+            memmove(dst + (size_t)i * block, src + (size_t)dim->kept[i] * block, block);
     }
     return dst + (size_t)dim->count * block;
 }
@@ -384,8 +383,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kept_gather",
                                     methods};
 
 PyMODINIT_FUNC PyInit__kept_gather(void) {
-    pack_table_fill();
 #ifdef HAVE_X86
+    pack_table_fill();
     __builtin_cpu_init();
     cpu_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
                    getenv("SPARSEARCH_GATHER_SCALAR") == NULL;

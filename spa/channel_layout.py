@@ -54,7 +54,8 @@ class ChannelLayout:
             for item in group.parameter_slices:
                 parameter = parameters[item.name]
                 channel = torch.as_tensor(item.channel_index + offsets[index], dtype=torch.long)
-                positions = torch.as_tensor(item.positions, dtype=torch.long)
+                # A copy: the positions array is read-only, and torch warns on a shared view.
+                positions = torch.tensor(item.positions, dtype=torch.long)
                 self.slots.append(_Slot(item.name, parameter, item.axis, positions, channel))
         self.parameter_names = sorted({slot.name for slot in self.slots})
         self.channel_numel = self.reduce(lambda rows, _: torch.full_like(rows[:, 0], rows.shape[1]))

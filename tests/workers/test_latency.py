@@ -4,6 +4,7 @@ every registered backend must pass."""
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import numpy as np
@@ -46,6 +47,11 @@ def tiny_model():
 def test_every_backend_runs_and_measures(backend_name: str, tiny_model) -> None:
     module, model, feeds, expected = tiny_model
     backend = get_backend(backend_name)
+    reason = backend.unavailable_reason()
+    if reason is not None:
+        with pytest.raises(RuntimeError, match=re.escape(reason)):
+            backend.load(module, 1)
+        pytest.skip(f"{backend_name} {reason}")
     candidate = model if backend.accepts(model) else module
     assert backend.accepts(candidate), f"{backend_name} accepts neither ONNX nor torch"
     for threads in (1, 2):

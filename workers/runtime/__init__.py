@@ -36,6 +36,12 @@ _LAZY = {
     "plan_sparse_conv2d": "workers.runtime.kernels",
     "plan_sparse_linear": "workers.runtime.kernels",
     "set_thread_spin": "workers.runtime.kernels",
+    "CudaModuleRunner": "workers.runtime.cuda_runner",
+    "CudaRunOptions": "workers.runtime.cuda_runner",
+    "SemiStructuredPlan": "workers.runtime.semi_structured",
+    "apply_two_four": "workers.runtime.semi_structured",
+    "convert_semi_structured": "workers.runtime.semi_structured",
+    "plan_semi_structured": "workers.runtime.semi_structured",
 }
 
 __all__ = sorted(_LAZY)

@@ -32,6 +32,8 @@ class LatencyBackend(ABC):
         * The runner uses exactly ``threads`` threads and has no side effects that change the
           next call's speed (no caching of results).
         * Options (optimisation level, formats) are constructor arguments, stated explicitly.
+        * ``unavailable_reason()`` names what this machine lacks (a GPU, an optional package);
+          ``load`` then raises with that reason, and the shared backend tests skip.
 
     A complete minimal backend (NumPy evaluation of a single-MatMul model)::
 
@@ -50,6 +52,11 @@ class LatencyBackend(ABC):
         import onnx
 
         return isinstance(model, onnx.ModelProto)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot run on this machine (no GPU, say), or None when it can."""
+        return None
 
     @abstractmethod
     def load(self, model: Any, threads: int) -> Runner:

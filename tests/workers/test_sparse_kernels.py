@@ -113,6 +113,11 @@ def test_bad_arguments_are_rejected() -> None:
         pack(np.zeros((4, 2)), "4x4")
     with pytest.raises(ValueError):
         pack(np.zeros((4, 4)), "2x2")
+    conv_weights = pack(np.ones((4, 18), dtype=np.float32), "csr")  # 4 x (2 channels x 3x3)
+    with pytest.raises(ValueError, match=r"3x3 filter \(dilation 2x2\) does not fit a 4x4 input"):
+        kernels.sparse_conv2d(
+            np.ones((1, 2, 4, 4), np.float32), conv_weights, (3, 3), dilations=(2, 2)
+        )
 
 
 @pytest.mark.parametrize("fmt", ["csr", "4x4"])
@@ -207,12 +212,14 @@ def test_depthwise_3x3_fast_path_widths_strides_pads(isa: str, stride: int, pads
     same-padded stride-1 rows read in place (pads (*, 1, *, 1)), with uneven top/bottom."""
     rng = np.random.default_rng(width * 10 + stride)
     height = 5 + width % 4
-    if width + pads[1] + pads[3] < 3:
-        pytest.skip("narrower than the filter")
     x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
     w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(3).astype(np.float32)
     clip = (-1.0, 2.0)
+    if width + pads[1] + pads[3] < 3:  # no output column: refused, naming the geometry
+        with pytest.raises(ValueError, match=rf"does not fit a {height}x{width} input"):
+            depthwise_kernels.depthwise_conv2d(x, w, (stride, stride), pads, isa=isa)  # type: ignore[arg-type]
+        return
     y = depthwise_kernels.depthwise_conv2d(
         x, w, (stride, stride), pads, (1, 1), bias, clip, threads=2, isa=isa,  # type: ignore[arg-type]
     )  # fmt: skip

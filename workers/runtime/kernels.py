@@ -245,12 +245,21 @@ def planned_input(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def conv_output_hw(height: int, width: int, geometry: ConvGeometry) -> tuple[int, int]:
-    """(Hout, Wout) of a 2-D convolution with this geometry, as ONNX Conv defines them."""
+    """(Hout, Wout) of a 2-D convolution with this geometry, as ONNX Conv defines them.
+
+    Raises:
+        ValueError: the (dilated) filter does not fit the padded input, so no output pixel exists.
+    """
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = geometry
-    return (
-        conv_output_size(height, kh, sh, pt, pb, dh),
-        conv_output_size(width, kw, sw, pl, pr, dw),
-    )
+    out_h = conv_output_size(height, kh, sh, pt, pb, dh)
+    out_w = conv_output_size(width, kw, sw, pl, pr, dw)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"a {kh}x{kw} filter (dilation {dh}x{dw}) does not fit a {height}x{width} input "
+            f"padded {(pt, pl, pb, pr)} (top, left, bottom, right): the output would be "
+            f"{out_h}x{out_w}"
+        )
+    return out_h, out_w
 
 
 def sparse_conv2d(

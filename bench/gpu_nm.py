@@ -16,6 +16,10 @@ downloaded); every layer that can take a 2:4 weight (``workers.runtime.semi_stru
 pruned to 2:4 by magnitude, and the same dense-with-zeros module is timed against its cuSPARSELt
 version through the ``torch-cuda`` latency backend (float16, channels-last, CUDA graphs,
 inputs resident), interleaved in one process, outputs compared.
+
+Structured: ResNet-50 with its bottleneck widths halved (rounded to 8, and odd), as
+``bench/sparse_models.py`` builds them for onnxruntime, against the dense ResNet-50 on the same
+backend: the GPU counterpart of that script's latency-ratio-against-MAC-ratio table.
 """
 
 from __future__ import annotations
@@ -135,27 +139,34 @@ def build_model(name: str) -> torch.nn.Module:
     return module
 
 
-def mac_share(module: torch.nn.Module, names: tuple[str, ...]) -> float:
-    """Fraction of the model's MACs (one 224x224 image) in the named layers.
+def total_macs(module: torch.nn.Module) -> int:
+    """MACs of one 224x224 image: torch's FLOP count of a training-mode forward of a copy, halved.
 
-    The total is torch's FLOP count of a training-mode forward of a copy: in eval mode
-    MultiheadAttention takes a fused path the counter does not see, and its projections and
-    attention products would drop out of the total.
+    In eval mode MultiheadAttention takes a fused path the counter does not see, and its
+    projections and attention products would drop out of the total.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    counted = copy.deepcopy(module).train()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        copy.deepcopy(module).train()(torch.randn(1, 3, 224, 224))
+    return counter.get_total_flops() // 2
+
+
+def mac_share(module: torch.nn.Module, names: tuple[str, ...]) -> float:
+    """Fraction of the model's MACs (one 224x224 image) in the named layers."""
     macs: dict[str, int] = {}
+    hooks = []
     for name in names:
-        layer = counted.get_submodule(name)
 
         def hook(layer, _inputs, output, name=name):
             macs[name] = macs.get(name, 0) + output.numel() * layer.weight[0].numel()
 
-        layer.register_forward_hook(hook)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        counted(torch.randn(1, 3, 224, 224))
-    return 2 * sum(macs.values()) / counter.get_total_flops()
+        hooks.append(module.get_submodule(name).register_forward_hook(hook))
+    with torch.no_grad():
+        module(torch.randn(1, 3, 224, 224))
+    for handle in hooks:
+        handle.remove()
+    return sum(macs.values()) / total_macs(module)
 
 
 def model_table(names: list[str], batches: list[int], repeats: int) -> None:
@@ -198,6 +209,49 @@ def model_table(names: list[str], batches: list[int], repeats: int) -> None:
         print(f"|  | dense: {summary} | | | | | | |", flush=True)
 
 
+STRUCTURED = {  # bottleneck inner widths halved, as bench/sparse_models.py builds them
+    "ResNet-50 inner x0.5 (multiples of 8)": 32,
+    "ResNet-50 inner x0.48 (odd)": 31,
+}
+
+
+def structured_table(batches: list[int], repeats: int) -> None:
+    """Channel-pruned ResNet-50 against the dense one: latency ratio against MAC ratio."""
+    import torchvision
+
+    print(
+        f"\n### Structured pruning, ResNet-50 (float16, channels-last, CUDA graphs; {repeats} rounds)\n"
+    )
+    print(
+        "Efficiency = latency reduction / MAC reduction = (1 - latency ratio) / (1 - MAC ratio).\n"
+    )
+    print("| variant | batch | MAC ratio | dense ms | pruned ms | latency ratio | efficiency |")
+    print("|---|---|---|---|---|---|---|")
+    backend = get_backend("torch-cuda", dtype="float16", channels_last=True)
+    base = build_model("ResNet-50")
+    base_runner = backend.load(base, 1)
+    for label, width in STRUCTURED.items():
+        torch.manual_seed(0)
+        pruned = torchvision.models.ResNet(
+            torchvision.models.resnet.Bottleneck, [3, 4, 6, 3], width_per_group=width
+        ).eval()
+        mac_ratio = total_macs(pruned) / total_macs(base)
+        pruned_runner = backend.load(pruned, 1)
+        for batch in batches:
+            x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224))
+            result = compare_latency(
+                pruned_runner, base_runner, {"x": x.astype(np.float32)},
+                warmup=5, repeats=repeats, check_outputs=False, burst=3,
+            )  # fmt: skip
+            latency_ratio = 1.0 / result.speedup
+            print(
+                f"| {label} | {batch} | {mac_ratio:.3f} | {result.reference.median_ms:.3f} "
+                f"| {result.candidate.median_ms:.3f} | {latency_ratio:.3f} "
+                f"| {(1 - latency_ratio) / (1 - mac_ratio):.2f} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two layers, one model, batch 1")
@@ -206,6 +260,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="model rounds")
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--skip-structured", action="store_true")
     args = parser.parse_args()
     print(
         f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
@@ -218,6 +273,8 @@ def main() -> None:
     if not args.skip_models:
         models, batches = (MODELS[:1], [1]) if args.quick else (MODELS, [1, 32, 128])
         model_table(models, batches, args.repeats)
+    if not args.skip_structured:
+        structured_table([1] if args.quick else [1, 32, 128], args.repeats)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,16 @@ def test_new_shapes_recapture_and_resident_inputs_follow_array_objects() -> None
     assert _relative(copying({"x": x})[0], _cpu(module, x)) < 1e-5
 
 
+def test_integer_inputs_keep_their_type_while_weights_go_half() -> None:
+    torch.manual_seed(3)
+    module = torch.nn.Sequential(torch.nn.Embedding(50, 32), torch.nn.Linear(32, 16)).eval()
+    tokens = np.random.default_rng(3).integers(0, 50, size=(4, 7))
+    runner = get_backend("torch-cuda", dtype="float16").load(module, 1)
+    got = runner({"tokens": tokens})[0]
+    assert got.dtype == np.float32 and got.shape == (4, 7, 16)
+    assert _relative(got, _cpu(module, tokens)) < 5e-3
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_two_four_layers_run_on_cusparselt_and_match_dense(dtype: str) -> None:
     from torch.sparse import SparseSemiStructuredTensor

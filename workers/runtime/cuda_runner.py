@@ -102,17 +102,17 @@ class CudaModuleRunner:
         self._slots: dict[tuple, _ShapeSlot] = {}
 
     def _device_buffer(self, array: np.ndarray) -> torch.Tensor:
+        """An empty device tensor for ``array``: floating point in the module's dtype,
+        channels-last when the module is and the input is 4-D."""
         floating = np.issubdtype(array.dtype, np.floating)
-        host = torch.from_numpy(np.ascontiguousarray(array))
-        buffer = torch.empty(
-            host.shape,
-            dtype=self.dtype if floating else host.dtype,
+        host_dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+        layout = torch.channels_last if self.options.channels_last and array.ndim == 4 else None
+        return torch.empty(
+            array.shape,
+            dtype=self.dtype if floating else host_dtype,
             device="cuda",
-            memory_format=torch.channels_last
-            if self.options.channels_last and host.dim() == 4
-            else torch.contiguous_format,
+            memory_format=layout or torch.contiguous_format,
         )
-        return buffer
 
     def _slot(self, feeds: Mapping[str, np.ndarray]) -> _ShapeSlot:
         signature = tuple((name, np.shape(v), np.asarray(v).dtype.str) for name, v in feeds.items())

@@ -38,8 +38,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from workers.runtime.cuda_runner import CudaModuleRunner  # noqa: E402
+from workers.runtime.cuda_runner import CudaModuleRunner, capture_graph  # noqa: E402
 from workers.runtime.latency import compare_latency, get_backend  # noqa: E402
+from workers.runtime.nm_sparsity import nm_mask  # noqa: E402
 from workers.runtime.semi_structured import apply_two_four, plan_semi_structured  # noqa: E402
 
 # bench/kernels.py's SHAPES (the CPU kernel benchmark), then two LLM projections.
@@ -54,26 +55,9 @@ DENSE_LABELS = {  # the start of each reason in workers.runtime.semi_structured,
 }
 
 
-def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
-    """Keep the two largest-magnitude weights of every 4 consecutive input channels."""
-    groups = weight.abs().reshape(weight.shape[0], -1, 4)
-    keep = groups.topk(2, dim=-1).indices
-    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, keep, True)
-    return mask.reshape_as(weight)
-
-
 def time_graph(fn, calls: int, reps: int) -> tuple[float, float, float]:
     """Median, p10 and p90 microseconds per call of ``fn``, from a graph of ``calls`` calls."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
+    graph, _ = capture_graph(fn, calls)
     for _ in range(5):
         graph.replay()
     torch.cuda.synchronize()
@@ -101,7 +85,7 @@ def layer_table(shapes: list[tuple[int, int, int, int]], calls: int, reps: int) 
     for m, k, n, batch in shapes:
         gen = torch.Generator(device="cuda").manual_seed(0)
         weight = torch.randn(m, k, device="cuda", dtype=torch.float16, generator=gen)
-        weight = weight * two_four_mask(weight)
+        weight = weight * torch.from_numpy(nm_mask(weight.float().cpu().numpy())).cuda()
         x = torch.randn(n * batch, k, device="cuda", dtype=torch.float16, generator=gen)
         sparse_weight = to_sparse_semi_structured(weight)
         reference = F.linear(x, weight).float()

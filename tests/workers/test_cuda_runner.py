@@ -114,6 +114,16 @@ def test_two_four_layers_run_on_cusparselt_and_match_dense(dtype: str) -> None:
     assert comparison.outputs_match and comparison.speedup > 0
 
 
+def test_a_bare_linear_layer_converts_in_place() -> None:
+    torch.manual_seed(4)
+    linear = torch.nn.Linear(64, 32)
+    apply_two_four(linear)
+    x = np.random.default_rng(4).standard_normal((8, 64)).astype(np.float32)
+    runner = get_backend("torch-cuda", dtype="float16", semi_structured=True).load(linear, 1)
+    assert runner.plan.converted == ("",)
+    assert _relative(runner({"x": x})[0], _cpu(linear, x)) < 5e-3
+
+
 def test_a_module_that_syncs_cannot_be_captured_and_says_so() -> None:
     script = textwrap.dedent(
         """

@@ -62,6 +62,16 @@ def test_attention_projections_stay_dense_because_attention_bypasses_their_forwa
     assert "out_proj.weight" in plan.dense["self_attn.out_proj"]
 
 
+def test_a_layer_that_is_the_whole_module() -> None:
+    linear = torch.nn.Linear(32, 16)
+    assert apply_two_four(linear) == [""]
+    assert plan_semi_structured(linear).converted == ("",)
+    conv = torch.nn.Conv2d(32, 16, 1)
+    assert apply_two_four(conv) == []
+    assert "whole module" in plan_semi_structured(conv).dense[""]
+    assert not is_nm(conv.weight.detach().reshape(16, 32).numpy(), 2, 4)
+
+
 def test_apply_two_four_keeps_the_two_largest_of_every_four_inputs() -> None:
     layer = torch.nn.Linear(16, 16, bias=False)
     with torch.no_grad():

@@ -12,8 +12,9 @@ it is what makes the call synchronous, so a wall-clock timer around the call mea
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from workers.runtime.semi_structured import (
     convert_semi_structured,
 )
 
+Result = TypeVar("Result")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -45,6 +47,30 @@ def _as_tensors(outputs: object) -> list[torch.Tensor]:
     if isinstance(outputs, (list, tuple)) and all(isinstance(o, torch.Tensor) for o in outputs):
         return list(outputs)
     raise TypeError(f"module returned {type(outputs).__name__}; expected tensors")
+
+
+def capture_graph(
+    step: Callable[[], Result], calls: int = 1
+) -> tuple[torch.cuda.CUDAGraph, Result]:
+    """``calls`` back-to-back calls of ``step`` captured in one CUDA graph.
+
+    Three warm-up calls run first on a side stream, so that cuBLAS and cuSPARSELt choose their
+    algorithms and workspaces outside the capture. Returns the graph and the last captured
+    call's result, whose tensors every replay overwrites.
+    """
+    if calls < 1:
+        raise ValueError(f"a graph needs at least one call, got {calls}")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            result = step()
+    return graph, result
 
 
 @dataclass(frozen=True)
@@ -129,24 +155,14 @@ class CudaModuleRunner:
         return slot
 
     def _capture(self, slot: _ShapeSlot) -> None:
-        """Warm up on a side stream (cuBLAS/cuSPARSELt pick algorithms there), then capture."""
         args = list(slot.inputs.values())
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    self.module(*args)
-            torch.cuda.current_stream().wait_stream(stream)
-            with torch.cuda.graph(graph):
-                outputs = _as_tensors(self.module(*args))
+            slot.graph, slot.outputs = capture_graph(lambda: _as_tensors(self.module(*args)))
         except RuntimeError as error:
             raise RuntimeError(
                 f"the module cannot be captured in a CUDA graph ({error}); "
                 "load it with cuda_graph=False"
             ) from error
-        slot.graph, slot.outputs = graph, outputs
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode():

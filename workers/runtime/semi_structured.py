@@ -24,6 +24,7 @@ from workers.runtime.nm_sparsity import is_nm, nm_mask
 # without a GPU already says which layers will convert.
 WEIGHT_DIM_MULTIPLE = 16
 SPARSE_DTYPES = ("float16", "bfloat16")
+WeightLayer = torch.nn.Linear | torch.nn.Conv2d
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def is_pointwise_conv(layer: torch.nn.Module) -> bool:
         and tuple(layer.stride) == (1, 1)
         and tuple(layer.dilation) == (1, 1)
         and layer.groups == 1
-        and (layer.padding == "valid" or tuple(layer.padding) in {(0, 0)})
+        and (layer.padding == "valid" or tuple(layer.padding) == (0, 0))
     )
 
 
@@ -63,6 +64,8 @@ def _why_dense(
     ``check_pattern``, whether it could once its weight is 2:4. ``owner`` is its parent."""
     if isinstance(owner, torch.nn.MultiheadAttention):
         return "MultiheadAttention reads out_proj.weight itself, not through Linear.forward"
+    if owner is None and is_pointwise_conv(layer):
+        return "a Conv2d that is the whole module has no parent to take its linear stand-in"
     if isinstance(layer, torch.nn.Conv2d) and not is_pointwise_conv(layer):
         return (
             f"Conv2d {tuple(layer.kernel_size)} kernel, stride {tuple(layer.stride)}, "
@@ -78,13 +81,11 @@ def _why_dense(
     return None
 
 
-WeightLayer = torch.nn.Linear | torch.nn.Conv2d
-
-
 def _candidate_layers(
     module: torch.nn.Module,
 ) -> list[tuple[str, WeightLayer, torch.nn.Module | None]]:
-    """Every Linear and Conv2d with its qualified name and its parent module."""
+    """Every Linear and Conv2d with its qualified name and its parent module (None for the
+    module itself)."""
     found = []
     for name, layer in module.named_modules():
         if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -137,8 +138,7 @@ class PointwiseLinear(torch.nn.Module):
         super().__init__()
         weight = conv.weight.detach().reshape(conv.weight.shape[0], -1)
         self.weight = torch.nn.Parameter(weight, requires_grad=False)
-        bias = None if conv.bias is None else torch.nn.Parameter(conv.bias.detach(), False)
-        self.bias = bias
+        self.bias = None if conv.bias is None else torch.nn.Parameter(conv.bias.detach(), False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.permute(0, 2, 3, 1)
@@ -166,19 +166,22 @@ def convert_semi_structured(module: torch.nn.Module) -> SemiStructuredPlan:
     # CUTLASS's 2:4 kernels exist for sm80 only; cuSPARSELt covers Ampere and Hopper.
     SparseSemiStructuredTensor._FORCE_CUTLASS = False
     plan = plan_semi_structured(module)
+    qualified = set(plan.converted)
     converted = []
     dense = dict(plan.dense)
-    for name in plan.converted:
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name)
-        layer = getattr(parent, child)
-        target = PointwiseLinear(layer) if is_pointwise_conv(layer) else layer
+    for name, layer, owner in _candidate_layers(module):
+        if name not in qualified:
+            continue
+        # A qualified Conv2d is pointwise (plan_semi_structured): its stand-in takes the weight.
+        target = PointwiseLinear(layer) if isinstance(layer, torch.nn.Conv2d) else layer
         try:
             sparse = to_sparse_semi_structured(target.weight.detach())
         except (RuntimeError, ValueError) as error:
             dense[name] = f"torch refused the conversion: {error}"
             continue
         target.weight = torch.nn.Parameter(sparse, requires_grad=False)
-        setattr(parent, child, target)
+        if target is not layer:  # a pointwise conv: its parent takes the stand-in
+            assert owner is not None
+            setattr(owner, name.rpartition(".")[2], target)
         converted.append(name)
     return SemiStructuredPlan(tuple(converted), dense)

@@ -5,6 +5,8 @@ convolution / linear layer: W is M x K (output x input channels), X is K x N (pi
 Every entry is a median over rounds of dense-time / candidate-time, the two timed alternately in
 the same process (``workers.runtime.latency.compare_latency``), and every output is checked
 against the dense product. "~" marks a noisy ratio (p10-p90 spread > 10% or a loaded machine).
+Every runner reads the same 64-byte-aligned input and writes into an output of its own made
+once, as the executor runs the kernels (its workspaces are aligned and reused).
 Baselines: onnxruntime (MatMul with the zeros in a dense initializer, the way it runs pruned
 weights) and torch's CSR (MKL sparse); the last column is the dense GEMM's own throughput. On a
 CPU with AVX-512, ``MKL_ENABLE_INSTRUCTIONS=AVX2`` makes the dense baseline an AVX2 one, like the
@@ -62,11 +64,18 @@ def ort_matmul(weight: np.ndarray, threads: int):
 
 
 def torch_dense(weight: np.ndarray, threads: int):
+    """MKL's dense GEMM into a preallocated output, as ours writes into one: a fresh output per
+    call would charge the baseline an allocation (~6% on 128x128x3136)."""
     w = torch.from_numpy(weight)
+    outputs: dict[int, torch.Tensor] = {}
 
     def run(feeds):
         torch.set_num_threads(threads)
-        return [torch.mm(w, torch.from_numpy(feeds["x"])).numpy()]
+        x = torch.from_numpy(feeds["x"])
+        n = x.shape[1]
+        if n not in outputs:
+            outputs[n] = torch.empty(w.shape[0], n)
+        return [torch.mm(w, x, out=outputs[n]).numpy()]
 
     return run
 
@@ -82,8 +91,17 @@ def torch_csr(weight: np.ndarray, threads: int):
 
 
 def ours(matrix, threads: int, n: int):
-    out = np.empty((matrix.shape[0], n), dtype=np.float32)
+    out = kernels.aligned_empty((matrix.shape[0], n))
     return lambda feeds: [kernels.spmm(matrix, feeds["x"], threads=threads, out=out)]
+
+
+def aligned_input(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
+    """A random (K, N) input on a 64-byte boundary, as the executor's workspaces give the
+    kernels (NumPy's own arrays start 16 bytes off a cache line here, which costs the kernels
+    5-15%: bench/results/spmm_tuning_epyc_2cores.md). Every runner gets the same array."""
+    x = kernels.aligned_empty((k, n))
+    x[...] = rng.standard_normal((k, n), dtype=np.float32)
+    return x
 
 
 def cell(result: LatencyComparison) -> str:
@@ -97,6 +115,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two shapes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--sparsities",
+        type=float,
+        nargs="+",
+        default=None,
+        help=f"fractions of zeros to time (default {SPARSITIES})",
+    )
     args = parser.parse_args()
     shapes = QUICK_SHAPES if args.quick else SHAPES
     repeats = args.repeats or (8 if args.quick else 20)
@@ -111,9 +136,8 @@ def main() -> None:
         print("|" + "---|" * len(header))
         for m, k, n in shapes:
             weight_dense = rng.standard_normal((m, k)).astype(np.float32)
-            x = rng.standard_normal((k, n)).astype(np.float32)
-            feeds = {"x": x}
-            for sparsity in SPARSITIES:
+            feeds = {"x": aligned_input(rng, k, n)}
+            for sparsity in args.sparsities or SPARSITIES:
                 row = [f"{m}x{k}x{n}", f"{sparsity:.0%}", f"{1 / (1 - sparsity):.1f}x"]
                 dense_ms = []
                 for fmt in FORMATS:
@@ -158,7 +182,7 @@ def thread_scaling(shapes: list[tuple[int, int, int]], threads: int, repeats: in
     print("|---|" + "---|" * len(FORMATS))
     for m, k, n in shapes:
         weight_dense = rng.standard_normal((m, k)).astype(np.float32)
-        feeds = {"x": rng.standard_normal((k, n)).astype(np.float32)}
+        feeds = {"x": aligned_input(rng, k, n)}
         cells = []
         for fmt in FORMATS:
             matrix = pack(sparsify(weight_dense, 0.9, BLOCK_SHAPES[fmt]), fmt)

@@ -184,7 +184,6 @@ def model_table(names: list[str], batches: list[int], repeats: int) -> None:
                 f"| {result.max_rel_error:.1e} |",
                 flush=True,
             )
-        assert sparse.plan is not None
         counts: dict[str, int] = {}
         for reason in sparse.plan.dense.values():
             label = next((v for k, v in DENSE_LABELS.items() if reason.startswith(k)), reason)
